@@ -32,3 +32,17 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+
+# The official segment_anything, in a throwaway venv, for goldens and benchmarks only.
+PEER_VENV ?= .venv-peer
+PEER_SPEC ?= torch==2.14.1 torchvision==0.29.1 segment-anything==1.0 safetensors numpy pillow
+
+.PHONY: peer-venv goldens
+peer-venv: $(PEER_VENV)/.installed
+$(PEER_VENV)/.installed:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q $(PEER_SPEC)
+	touch $@
+
+goldens: peer-venv
+	$(PEER_VENV)/bin/python tools/make_goldens.py --out tests/goldens

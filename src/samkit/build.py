@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .modeling.common import LayerNorm2d
 from .modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from .modeling.common import LayerNorm2d
 
 
 def build_sam_vit_h(checkpoint: str | Path | None = None) -> Sam:
@@ -153,7 +153,7 @@ def seeded_init_(model: nn.Module, seed: int = 0) -> nn.Module:
                     fill(tensor, fan_in**-0.5)
                 else:  # biases, pos_embed, rel_pos_h/w
                     fill(tensor, 0.1)
-            for name, tensor in module.named_buffers(recurse=False):
+            for name, buffer in module.named_buffers(recurse=False):
                 if name == "positional_encoding_gaussian_matrix":
-                    fill(tensor, 1.0)
+                    fill(buffer, 1.0)
     return model

@@ -61,15 +61,20 @@ class PromptEncoder(nn.Module):
         emb = self.pe_layer.forward_with_coords(points, self.input_image_size)
         labels = labels[..., None]
         emb = torch.where(labels == -1, self.not_a_point_embed.weight, emb)
-        emb = emb + (labels == 0) * self.point_embeddings[NEG_POINT].weight
-        emb = emb + (labels == 1) * self.point_embeddings[POS_POINT].weight
+        emb = emb + (labels == 0) * self._type_embedding(NEG_POINT)
+        emb = emb + (labels == 1) * self._type_embedding(POS_POINT)
         return emb  # (B, N (+1), embed_dim)
+
+    def _type_embedding(self, index: int) -> torch.Tensor:
+        """(1, embed_dim) learned embedding of a point type (row of `point_embeddings`)."""
+        embedding: nn.Embedding = self.point_embeddings[index]  # type: ignore[assignment]
+        return embedding.weight
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         corners = (boxes + 0.5).reshape(-1, 2, 2)  # (B, 2 corners, XY)
         emb = self.pe_layer.forward_with_coords(corners, self.input_image_size)
         corner_types = torch.cat(
-            [self.point_embeddings[BOX_TOP_LEFT].weight, self.point_embeddings[BOX_BOTTOM_RIGHT].weight]
+            [self._type_embedding(BOX_TOP_LEFT), self._type_embedding(BOX_BOTTOM_RIGHT)]
         )
         return emb + corner_types  # (B, 2, embed_dim)
 
@@ -114,6 +119,8 @@ class PromptEncoder(nn.Module):
 class PositionEmbeddingRandom(nn.Module):
     """Positional encoding with random spatial frequencies (Tancik et al., Fourier features)."""
 
+    positional_encoding_gaussian_matrix: torch.Tensor  # (2, num_pos_feats)
+
     def __init__(self, num_pos_feats: int = 64, scale: float | None = None) -> None:
         super().__init__()
         if scale is None or scale <= 0.0:
@@ -124,7 +131,7 @@ class PositionEmbeddingRandom(nn.Module):
 
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         """coords in [0, 1]^2, (..., 2) -> (..., 2 * num_pos_feats)."""
-        matrix: torch.Tensor = self.positional_encoding_gaussian_matrix  # type: ignore[assignment]
+        matrix = self.positional_encoding_gaussian_matrix
         coords = (2 * coords - 1) @ matrix.to(coords.dtype)
         coords = 2 * math.pi * coords
         return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
@@ -132,8 +139,7 @@ class PositionEmbeddingRandom(nn.Module):
     def forward(self, size: tuple[int, int]) -> torch.Tensor:
         """Encoding of the centres of an (H, W) grid: (C, H, W)."""
         h, w = size
-        matrix: torch.Tensor = self.positional_encoding_gaussian_matrix  # type: ignore[assignment]
-        device = matrix.device
+        device = self.positional_encoding_gaussian_matrix.device
         y = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
         x = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
         grid = torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1)  # (H, W, XY)

@@ -20,11 +20,13 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
 
     def __init__(
         self,
         *,
-        image_encoder: nn.Module,
+        image_encoder: ImageEncoderViT,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
         pixel_mean: Sequence[float] = PIXEL_MEAN,
@@ -44,11 +46,11 @@ class Sam(nn.Module):
 
     @property
     def img_size(self) -> int:
-        return int(self.image_encoder.img_size)
+        return self.image_encoder.img_size
 
     @property
     def device(self) -> torch.device:
-        return self.pixel_mean.device  # type: ignore[no-any-return]
+        return self.pixel_mean.device
 
     @torch.no_grad()
     def forward(
@@ -65,7 +67,7 @@ class Sam(nn.Module):
         input_images = torch.stack([self.preprocess(rec["image"]) for rec in batched_input])
         image_embeddings = self.image_encoder(input_images)
         outputs = []
-        for record, embedding in zip(batched_input, image_embeddings):
+        for record, embedding in zip(batched_input, image_embeddings, strict=True):
             points = None
             if "point_coords" in record:
                 points = (record["point_coords"], record["point_labels"])

@@ -1,0 +1,211 @@
+"""The `samkit` command. Thin: parse arguments, call the library, print results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from . import __version__
+
+EXAMPLES = """\
+examples:
+  samkit segment photo.jpg --model vit_b --point 420,310 --multimask --out mask.png
+  samkit segment photo.jpg --model sam_vit_b_01ec64.pth --box 50,60,400,380 --out mask.png \\
+      --overlay overlay.png
+  samkit weights list
+  samkit weights get vit_b
+  samkit weights convert sam_vit_b_01ec64.pth sam_vit_b.safetensors
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"samkit: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samkit",
+        description="Segment Anything: promptable segmentation, fast on CPU.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"samkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_segment(sub)
+    _add_weights(sub)
+    return parser
+
+
+# -- segment -------------------------------------------------------------------------------
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment one object in an image from points and/or a box",
+        description="Segment the object at the given prompts and write its mask as a PNG. "
+        "Prints the predicted IoU (score) of the chosen mask.",
+        epilog="example:\n  samkit segment photo.jpg --model vit_b --point 420,310 "
+        "--neg 100,80 --multimask --out mask.png --overlay overlay.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("image", help="image file (any format Pillow reads)")
+    p.add_argument("--model", default="vit_h", help="model name or weights file (default vit_h)")
+    p.add_argument(
+        "--point",
+        action="append",
+        type=_xy,
+        default=[],
+        metavar="X,Y",
+        help="foreground point in pixels (repeatable)",
+    )
+    p.add_argument(
+        "--neg",
+        action="append",
+        type=_xy,
+        default=[],
+        metavar="X,Y",
+        help="background point in pixels (repeatable)",
+    )
+    p.add_argument("--box", type=_floats(4), metavar="X0,Y0,X1,Y1", help="box in pixels")
+    p.add_argument(
+        "--multimask",
+        action="store_true",
+        help="predict 3 candidate masks and keep the highest-scoring one",
+    )
+    p.add_argument("--out", required=True, help="where to write the mask PNG (0/255)")
+    p.add_argument("--overlay", help="also write the image with the mask and prompts drawn")
+    p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.set_defaults(handler=_segment)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from . import SamPredictor, load
+    from .io import load_image
+    from .io.render import render_overlay, save_image, save_mask_png
+    from .loading import SEEDED_VARIANTS
+
+    if not args.point and not args.neg and args.box is None:
+        raise ValueError("give at least one prompt: --point X,Y, --neg X,Y or --box X0,Y0,X1,Y1")
+    image = load_image(args.image)
+    if args.model in SEEDED_VARIANTS:
+        print(
+            f"note: {args.model} has seeded random weights, not trained ones: its masks "
+            "only show that the pipeline runs",
+            file=sys.stderr,
+        )
+    predictor = SamPredictor(load(args.model, device=args.device))
+    predictor.set_image(image)
+    points = args.point + args.neg
+    coords = np.array(points, dtype=float) if points else None
+    labels = np.array([1] * len(args.point) + [0] * len(args.neg)) if points else None
+    box = np.array(args.box) if args.box is not None else None
+    masks, scores, _ = predictor.predict(
+        point_coords=coords, point_labels=labels, box=box, multimask_output=args.multimask
+    )
+    best = int(np.argmax(scores))
+    save_mask_png(masks[best], args.out)
+    if args.overlay:
+        save_image(render_overlay(image, masks[best], coords, labels, box), args.overlay)
+    area = int(masks[best].sum())
+    print(f"score {scores[best]:.4f} (mask {best + 1} of {len(scores)}, {area} px) -> {args.out}")
+    return 0
+
+
+# -- weights -------------------------------------------------------------------------------
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "weights",
+        help="list, download, locate and convert model weights",
+        description="Official SAM weights are cached under $SAMKIT_HOME (default "
+        "~/.cache/samkit). Set SAMKIT_WEIGHTS_MIRROR to fetch them from another server.",
+        epilog="examples:\n  samkit weights list\n  samkit weights get vit_b\n"
+        "  samkit weights path vit_b\n  samkit weights convert in.pth out.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    wsub.add_parser("list", help="known weights and whether each is cached").set_defaults(
+        handler=_weights_list
+    )
+    for name, handler, text in (
+        ("path", _weights_path, "print the cached file's path (exit 1 if absent)"),
+        ("get", _weights_get, "download into the cache, verifying sha256"),
+    ):
+        wp = wsub.add_parser(name, help=text)
+        wp.add_argument("name", help="weights name, e.g. vit_b")
+        wp.set_defaults(handler=handler)
+    cp = wsub.add_parser("convert", help="convert .pth <-> .safetensors (samkit layout)")
+    cp.add_argument("src", help="input weights (.pth or .safetensors)")
+    cp.add_argument("dst", help="output file; .safetensors or .pth")
+    cp.set_defaults(handler=_weights_convert)
+
+
+def _weights_list(args: argparse.Namespace) -> int:
+    from .checkpoints import KNOWN_WEIGHTS, cached_path
+
+    for name, info in KNOWN_WEIGHTS.items():
+        where = cached_path(name)
+        state = str(where) if where else "not downloaded"
+        print(f"{name:10s} {info.filename:28s} {state}")
+    return 0
+
+
+def _weights_path(args: argparse.Namespace) -> int:
+    from .checkpoints import KNOWN_WEIGHTS, cache_dir, cached_path
+
+    if args.name not in KNOWN_WEIGHTS:
+        raise ValueError(f"unknown weights {args.name!r}; known: {', '.join(KNOWN_WEIGHTS)}")
+    where = cached_path(args.name)
+    if where is None:
+        print(
+            f"samkit: {args.name} is not in {cache_dir() / 'weights'}; run "
+            f"`samkit weights get {args.name}`",
+            file=sys.stderr,
+        )
+        return 1
+    print(where)
+    return 0
+
+
+def _weights_get(args: argparse.Namespace) -> int:
+    from .checkpoints import download
+
+    print(download(args.name))
+    return 0
+
+
+def _weights_convert(args: argparse.Namespace) -> int:
+    from .checkpoints import convert
+
+    convert(args.src, args.dst)
+    print(f"wrote {args.dst}")
+    return 0
+
+
+# -- argument types ------------------------------------------------------------------------
+def _floats(n: int) -> Callable[[str], list[float]]:
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != n or not all(np.isfinite(values)):
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}")
+        return values
+
+    return parse
+
+
+_xy = _floats(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""`samkit.load`: one call from a model name or a weights file to a ready `Sam`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .build import sam_model_registry, seeded_init_
+from .modeling import Sam
+
+# Variants with no trained weights yet: `load` fills them with these seeds, and says so.
+SEEDED_VARIANTS = {"samkit_tiny": 0}
+# Metadata key in samkit-written safetensors naming the variant.
+VARIANT_KEY = "samkit_variant"
+
+
+def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None = None) -> Sam:
+    """Return an eval-mode `Sam` on `device` (CPU when None).
+
+    name_or_path: a registry name ("vit_b", "vit_l", "vit_h", "default", "samkit_tiny"),
+    resolved to cached or downloaded official weights (seeded weights for the small variants),
+    or a path to a weights file (.pth or .safetensors) whose variant is found from its shapes.
+    """
+    from .checkpoints import KNOWN_WEIGHTS, download, load_weights, read_state_dict
+
+    key = os.fspath(name_or_path)
+    if key in sam_model_registry and not Path(key).is_file():
+        variant = "vit_h" if key == "default" else key
+        model = sam_model_registry[variant]()
+        if variant in SEEDED_VARIANTS:
+            seeded_init_(model, SEEDED_VARIANTS[variant])
+        elif variant in KNOWN_WEIGHTS:
+            load_weights(model, read_state_dict(download(variant)), variant=variant)
+        else:
+            raise ValueError(f"no weights are known for model {key!r}; pass a weights file")
+    else:
+        path = Path(key)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{key!r} is neither a model name ({', '.join(sam_model_registry)}) "
+                "nor an existing weights file"
+            )
+        state_dict = read_state_dict(path)
+        variant = detect_variant(state_dict, path)
+        model = sam_model_registry[variant]()
+        load_weights(model, state_dict, variant=variant)
+    return model.to(device or "cpu").eval()
+
+
+def detect_variant(state_dict: dict[str, torch.Tensor], path: Path | None = None) -> str:
+    """Name of the registry variant whose parameter names and shapes equal `state_dict`'s."""
+    from .checkpoints import read_metadata
+
+    if path is not None:
+        named = read_metadata(path).get(VARIANT_KEY)
+        if named in sam_model_registry:
+            return named
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    for name, builder in sam_model_registry.items():
+        if name == "default":
+            continue
+        with torch.device("meta"):
+            model = builder()
+        if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
+            return name
+    where = f" in {path}" if path is not None else ""
+    raise ValueError(
+        f"the weights{where} match none of the known SAM variants "
+        f"({', '.join(n for n in sam_model_registry if n != 'default')}); "
+        "is this a checkpoint of another model?"
+    )

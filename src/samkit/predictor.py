@@ -1,0 +1,188 @@
+"""`SamPredictor`: embed an image once, then predict masks for many prompts cheaply.
+
+NumPy at the boundary (`set_image`, `predict`), torch inside (`set_torch_image`,
+`predict_torch`). Arguments, defaults, shapes and dtypes follow Meta's `segment_anything`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import prompts
+from .modeling import Sam
+from .transforms import ResizeLongestSide
+
+
+@dataclass
+class _ImageState:
+    features: torch.Tensor  # (1, C, He, We) image embedding
+    original_size: tuple[int, int]  # (H, W) of the image given to set_image
+    input_size: tuple[int, int]  # (h, w) after resizing, before padding
+
+
+class SamPredictor:
+    def __init__(self, sam_model: Sam) -> None:
+        """Wraps `sam_model` for repeated prompting of one image at a time."""
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self._state: _ImageState | None = None
+
+    # -- image --------------------------------------------------------------------------
+    def set_image(self, image: Any, image_format: str = "RGB") -> None:
+        """Compute and keep the embedding of `image`.
+
+        image: HxWx3 uint8 array in `image_format` ("RGB" or "BGR"). Anything else that
+        `samkit.io.load_image` reads (a path, bytes, a PIL image, gray/RGBA/16-bit arrays) is
+        converted to RGB first.
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR'; got {image_format!r}")
+        if not (
+            isinstance(image, np.ndarray)
+            and image.ndim == 3
+            and image.shape[2] == 3
+            and image.dtype == np.uint8
+        ):
+            from .io import load_image
+
+            image = load_image(image)
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        input_image = self.transform.apply_image(np.ascontiguousarray(image))
+        input_torch = torch.as_tensor(input_image, device=self.device)
+        input_torch = input_torch.permute(2, 0, 1).contiguous()[None, :, :, :]
+        self.set_torch_image(input_torch, image.shape[:2])
+
+    @torch.no_grad()
+    def set_torch_image(
+        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+    ) -> None:
+        """Embed an image already resized by `transform.apply_image_torch`.
+
+        transformed_image: (1, 3, h, w) with max(h, w) == model input size, 0-255 values.
+        original_image_size: (H, W) of the image before resizing.
+        """
+        shape = tuple(transformed_image.shape)
+        size = self.model.image_encoder.img_size
+        if len(shape) != 4 or shape[1] != 3 or max(shape[2:]) != size:
+            raise ValueError(
+                f"set_torch_image expects a (1, 3, h, w) tensor whose longest side is {size}; "
+                f"got shape {shape}. Resize with predictor.transform.apply_image_torch."
+            )
+        self.reset_image()
+        input_image = self.model.preprocess(transformed_image)
+        features = self.model.image_encoder(input_image)
+        h0, w0 = (int(s) for s in original_image_size)
+        self._state = _ImageState(features, (h0, w0), (shape[2], shape[3]))
+
+    # -- prompts ------------------------------------------------------------------------
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for prompts on the current image.
+
+        point_coords: (N, 2) (X, Y) pixels of the original image; point_labels: (N,), 1 for
+        foreground, 0 for background. box: (4,) XYXY pixels. mask_input: (1, 256, 256) low-res
+        logits, usually the previous call's `low_res_logits` for the best mask.
+        Returns masks (C, H, W) bool (float logits if return_logits), scores (C,) float32 and
+        low_res_logits (C, 256, 256) float32, where C is 3 with multimask_output, else 1.
+        """
+        state = self._require_image()
+        mask_size = self.model.prompt_encoder.mask_input_size
+        p = prompts.validate(
+            point_coords, point_labels, box, mask_input, state.original_size, mask_size
+        )
+        coords_t = labels_t = box_t = mask_t = None
+        if p.point_coords is not None and p.point_labels is not None:
+            coords = self.transform.apply_coords(p.point_coords, state.original_size)
+            coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+            labels_t = torch.as_tensor(p.point_labels, dtype=torch.int, device=self.device)[None]
+        if p.box is not None:
+            boxes = self.transform.apply_boxes(p.box, state.original_size)
+            box_t = torch.as_tensor(boxes, dtype=torch.float, device=self.device)[None]
+        if p.mask_input is not None:
+            mask_t = torch.as_tensor(p.mask_input, dtype=torch.float, device=self.device)[None]
+        masks, iou_predictions, low_res = self.predict_torch(
+            coords_t, labels_t, box_t, mask_t, multimask_output, return_logits=return_logits
+        )
+        return (
+            masks[0].detach().cpu().numpy(),
+            iou_predictions[0].detach().float().cpu().numpy(),
+            low_res[0].detach().float().cpu().numpy(),
+        )
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched prediction with prompts already in the resized frame (`transform.apply_*`).
+
+        point_coords: (B, N, 2) (X, Y); point_labels: (B, N); boxes: (B, 4) XYXY;
+        mask_input: (B, 1, 256, 256). Returns masks (B, C, H, W), iou_predictions (B, C),
+        low_res_logits (B, C, 256, 256).
+        """
+        state = self._require_image()
+        prompts.validate_torch(point_coords, point_labels, boxes, mask_input)
+        points = (point_coords, point_labels) if point_coords is not None else None
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        low_res_masks, iou_predictions = self.model.mask_decoder(
+            image_embeddings=state.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        masks = self.model.postprocess_masks(low_res_masks, state.input_size, state.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou_predictions, low_res_masks
+
+    # -- state --------------------------------------------------------------------------
+    def get_image_embedding(self) -> torch.Tensor:
+        """The current image's embedding, (1, C, He, We)."""
+        return self._require_image().features
+
+    def reset_image(self) -> None:
+        """Forget the current image."""
+        self._state = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._state is not None
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        return None if self._state is None else self._state.features
+
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        return None if self._state is None else self._state.original_size
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return None if self._state is None else self._state.input_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _require_image(self) -> _ImageState:
+        if self._state is None:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        return self._state

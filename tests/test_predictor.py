@@ -1,0 +1,151 @@
+"""SamPredictor: the official API's shapes, dtypes and behaviour, and its input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from samkit import SamPredictor
+from samkit.modeling import Sam
+
+POINT = np.array([[80.0, 60.0]])
+
+
+def test_predict_shapes_and_dtypes(predictor: SamPredictor) -> None:
+    masks, scores, low_res = predictor.predict(point_coords=POINT, point_labels=np.array([1]))
+    assert masks.shape == (3, 120, 160) and masks.dtype == np.bool_
+    assert scores.shape == (3,) and scores.dtype == np.float32
+    assert low_res.shape == (3, 64, 64) and low_res.dtype == np.float32
+    masks, scores, low_res = predictor.predict(
+        point_coords=POINT, point_labels=np.array([1]), multimask_output=False
+    )
+    assert masks.shape == (1, 120, 160) and scores.shape == (1,) and low_res.shape == (1, 64, 64)
+
+
+def test_return_logits_thresholds_to_masks(predictor: SamPredictor) -> None:
+    logits, _, _ = predictor.predict(
+        point_coords=POINT, point_labels=np.array([1]), return_logits=True
+    )
+    masks, _, _ = predictor.predict(point_coords=POINT, point_labels=np.array([1]))
+    assert logits.dtype == np.float32
+    assert np.array_equal(logits > 0, masks)
+
+
+def test_mask_input_changes_prediction(predictor: SamPredictor) -> None:
+    _, scores, low_res = predictor.predict(point_coords=POINT, point_labels=np.array([1]))
+    best = low_res[np.argmax(scores)][None]
+    _, _, l1 = predictor.predict(
+        point_coords=POINT, point_labels=np.array([1]), multimask_output=False
+    )
+    _, _, l2 = predictor.predict(
+        point_coords=POINT, point_labels=np.array([1]), mask_input=best, multimask_output=False
+    )
+    assert not np.allclose(l1, l2)
+
+
+def test_bgr_equals_rgb_reversed(tiny_sam: Sam, image: np.ndarray) -> None:
+    rgb, bgr = SamPredictor(tiny_sam), SamPredictor(tiny_sam)
+    rgb.set_image(image)
+    bgr.set_image(image[..., ::-1].copy(), image_format="BGR")
+    assert torch.equal(rgb.get_image_embedding(), bgr.get_image_embedding())
+
+
+def test_set_image_accepts_pil_and_paths(tiny_sam: Sam, image: np.ndarray, tmp_path) -> None:
+    path = tmp_path / "img.png"
+    Image.fromarray(image).save(path)
+    ref = SamPredictor(tiny_sam)
+    ref.set_image(image)
+    for source in (Image.fromarray(image), path, str(path)):
+        p = SamPredictor(tiny_sam)
+        p.set_image(source)
+        assert torch.equal(p.get_image_embedding(), ref.get_image_embedding())
+
+
+def test_state_and_reset(tiny_sam: Sam, image: np.ndarray) -> None:
+    p = SamPredictor(tiny_sam)
+    assert not p.is_image_set and p.features is None
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.predict(point_coords=POINT, point_labels=np.array([1]))
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.get_image_embedding()
+    p.set_image(image)
+    assert p.is_image_set
+    assert p.original_size == (120, 160) and p.input_size == (192, 256)
+    assert p.get_image_embedding().shape == (1, 64, 16, 16)
+    assert p.device == torch.device("cpu")
+    p.reset_image()
+    assert not p.is_image_set and p.original_size is None
+
+
+def test_predict_torch_batched_equals_one_by_one(predictor: SamPredictor) -> None:
+    boxes = np.array([[10.0, 10, 100, 90], [50, 20, 150, 110], [0, 0, 160, 120]])
+    t = predictor.transform
+    size = predictor.original_size
+    assert size is not None
+    batched = predictor.predict_torch(None, None, t.apply_boxes_torch(torch.tensor(boxes), size))
+    assert batched[0].shape == (3, 3, 120, 160)
+    for i, box in enumerate(boxes):
+        masks, scores, low_res = predictor.predict(box=box)
+        assert np.array_equal(masks, batched[0][i].numpy())
+        np.testing.assert_allclose(scores, batched[1][i].numpy(), atol=1e-5)
+        np.testing.assert_allclose(low_res, batched[2][i].numpy(), atol=1e-4)
+
+
+def test_set_torch_image_rejects_unresized(tiny_sam: Sam) -> None:
+    p = SamPredictor(tiny_sam)
+    with pytest.raises(ValueError, match="longest side is 256"):
+        p.set_torch_image(torch.zeros(1, 3, 100, 100), (100, 100))
+    with pytest.raises(ValueError, match=r"\(1, 3, h, w\)"):
+        p.set_torch_image(torch.zeros(3, 256, 256), (256, 256))
+
+
+def test_bad_image_format(tiny_sam: Sam, image: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="image_format"):
+        SamPredictor(tiny_sam).set_image(image, image_format="HSV")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"point_coords": np.array([80.0, 60.0]), "point_labels": np.array([1])}, "Nx2"),
+        ({"point_coords": POINT, "point_labels": np.array([1, 0])}, r"shape \(1,\)"),
+        ({"point_coords": POINT}, "together"),
+        ({"point_coords": np.array([[np.nan, 3.0]]), "point_labels": np.array([1])}, "NaN"),
+        ({"point_coords": np.array([[np.inf, 3.0]]), "point_labels": np.array([1])}, "NaN"),
+        ({"point_coords": POINT, "point_labels": np.array([2])}, "point_labels must be 1"),
+        ({"point_coords": np.array([[500.0, 3.0]]), "point_labels": np.array([1])}, "inside"),
+        ({"point_coords": np.array([[-1.0, 3.0]]), "point_labels": np.array([1])}, "inside"),
+        ({"point_coords": [["a", "b"]], "point_labels": [1]}, "numeric"),
+        ({"box": np.array([1.0, 2.0, 3.0])}, "XYXY box of shape"),
+        ({"box": np.array([50.0, 50.0, 10.0, 10.0])}, "x0 <= x1"),
+        ({"box": np.array([0.0, 0.0, 10.0, 999.0])}, "inside"),
+        (
+            {"box": np.array([0.0, 0.0, 10.0, 10.0]), "mask_input": np.zeros((1, 256, 256))},
+            "1x64x64",
+        ),
+        (
+            {"box": np.array([0.0, 0.0, 10.0, 10.0]), "mask_input": np.full((1, 64, 64), np.nan)},
+            "NaN",
+        ),
+    ],
+)
+def test_bad_prompts_raise_clear_errors(predictor: SamPredictor, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        predictor.predict(**kwargs)
+
+
+def test_predict_torch_bad_shapes(predictor: SamPredictor) -> None:
+    with pytest.raises(ValueError, match="BxNx2"):
+        predictor.predict_torch(torch.zeros(2, 2), torch.zeros(2, dtype=torch.int))
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        predictor.predict_torch(torch.zeros(2, 1, 2), torch.ones(2, 1), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        predictor.predict_torch(None, None, torch.full((1, 4), float("nan")))
+
+
+def test_points_on_image_edges_are_accepted(predictor: SamPredictor) -> None:
+    corners = np.array([[0.0, 0.0], [160.0, 120.0]])
+    masks, _, _ = predictor.predict(point_coords=corners, point_labels=np.array([1, 0]))
+    assert masks.shape == (3, 120, 160)
