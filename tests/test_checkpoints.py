@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -101,6 +102,10 @@ def test_pickle_with_arbitrary_object_is_refused(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+def _random_bytes(seed: int) -> bytes:
+    return np.random.default_rng(seed).bytes(4096)
+
+
 def _truncated(path: Path) -> None:
     torch.save(_tensors(), path)
     data = path.read_bytes()
@@ -118,8 +123,11 @@ def _truncated_safetensors(path: Path) -> None:
     [
         ("missing.pth", lambda p: None),
         ("empty.pth", lambda p: p.write_bytes(b"")),
-        ("random.pth", lambda p: p.write_bytes(os.urandom(4096))),
-        ("random.safetensors", lambda p: p.write_bytes(os.urandom(4096))),
+        *(
+            (f"random{seed}{suffix}", lambda p, s=seed: p.write_bytes(_random_bytes(s)))
+            for seed in range(8)
+            for suffix in (".pth", ".safetensors")
+        ),
         ("truncated.pth", _truncated),
         ("truncated.safetensors", _truncated_safetensors),
         ("list.pth", lambda p: torch.save([torch.zeros(1)], p)),

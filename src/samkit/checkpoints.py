@@ -126,7 +126,7 @@ def _load_pickle(file: Path) -> Any:
                 "weights_only=False) yourself and save its state dict with write_safetensors"
             ) from e
         raise CheckpointError(f"{file} is not a readable weights file (bad pickle data)") from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # corrupt pickle data can fail in any of the unpickler's steps
         raise CheckpointError(
             f"{file} is not a readable weights file ({_first_line(e)}); it may be truncated "
             "or corrupt, download or convert it again"
