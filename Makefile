@@ -35,7 +35,8 @@ clean:
 
 # The official segment_anything, in a throwaway venv, for goldens and benchmarks only.
 PEER_VENV ?= .venv-peer
-PEER_SPEC ?= torch==2.14.1 torchvision==0.29.1 segment-anything==1.0 safetensors numpy pillow
+PEER_SPEC ?= torch==2.14.1 torchvision==0.29.1 segment-anything==1.0 safetensors numpy pillow \
+	pycocotools opencv-python-headless
 
 .PHONY: peer-venv goldens
 peer-venv: $(PEER_VENV)/.installed

@@ -1,5 +1,6 @@
 """samkit: Segment Anything as real software. Drop-in for Meta's `segment_anything`."""
 
+from .automatic import SamAutomaticMaskGenerator
 from .build import (
     build_sam,
     build_sam_vit_b,
@@ -13,6 +14,7 @@ from .predictor import SamPredictor
 __version__ = "0.1.0"
 
 __all__ = [
+    "SamAutomaticMaskGenerator",
     "SamPredictor",
     "__version__",
     "build_sam",

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"samkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_segment(sub)
+    _add_amg(sub)
     _add_weights(sub)
     return parser
 
@@ -118,6 +119,73 @@ def _segment(args: argparse.Namespace) -> int:
     area = int(masks[best].sum())
     print(f"score {scores[best]:.4f} (mask {best + 1} of {len(scores)}, {area} px) -> {args.out}")
     return 0
+
+
+# -- amg -----------------------------------------------------------------------------------
+AMG_OPTIONS: list[tuple[str, type, object, str]] = [
+    ("points_per_side", int, 32, "grid points along each side of the image"),
+    ("points_per_batch", int, 64, "points run through the decoder at once"),
+    ("pred_iou_thresh", float, 0.88, "keep masks whose predicted IoU is above this"),
+    ("stability_score_thresh", float, 0.95, "keep masks at least this stable"),
+    ("stability_score_offset", float, 1.0, "logit offset for the stability score"),
+    ("box_nms_thresh", float, 0.7, "box IoU for NMS within a crop"),
+    ("crop_n_layers", int, 0, "zoomed crop layers (0: the whole image only)"),
+    ("crop_nms_thresh", float, 0.7, "box IoU for NMS across crops"),
+    ("crop_overlap_ratio", float, 512 / 1500, "overlap of neighbouring crops"),
+    ("crop_n_points_downscale_factor", int, 1, "fewer points per side in deeper crop layers"),
+    ("min_mask_region_area", int, 0, "remove holes/islands smaller than this (pixels)"),
+]
+
+
+def _add_amg(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "amg",
+        help="segment everything in many images (automatic mask generation)",
+        description="Run the automatic mask generator over images, folders (recursive) or "
+        ".txt lists of paths. Resumable: images whose output exists are skipped. A bad image "
+        "is reported (failures.jsonl) and skipped; the exit code is 1 if any failed.",
+        epilog="examples:\n  samkit amg photos/ --out masks/ --model vit_b --format sa1b\n"
+        "  samkit amg list.txt --out coco/ --model vit_b --format coco --crop-n-layers 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", help="image files, folders, or .txt lists of paths")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default="vit_h", help="model name or weights file (default vit_h)")
+    p.add_argument(
+        "--format",
+        default="sa1b",
+        choices=["sa1b", "coco", "png", "yolo"],
+        help="sa1b: a JSON per image; coco: one annotations.json; png: a folder per "
+        "image as the official amg.py writes; yolo: YOLO-seg txt (default sa1b)",
+    )
+    p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for name, kind, default, text in AMG_OPTIONS:
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=default,
+            help=f"{text} (default {default:.4g})",
+        )
+    p.set_defaults(handler=_amg)
+
+
+def _amg(args: argparse.Namespace) -> int:
+    from . import SamAutomaticMaskGenerator, load
+    from .runner import collect_inputs, run_amg
+
+    inputs = collect_inputs(args.inputs)
+    if not inputs:
+        raise ValueError(f"no images found in {', '.join(args.inputs)}")
+    options = {name: getattr(args, name) for name, *_ in AMG_OPTIONS}
+    generator = SamAutomaticMaskGenerator(
+        load(args.model, device=args.device), output_mode="coco_rle", **options
+    )
+    summary = run_amg(inputs, args.out, generator, args.format, progress=not args.no_progress)
+    for path, error in summary.failed:
+        print(f"failed: {path}: {error}", file=sys.stderr)
+    print(summary.line())
+    return 1 if summary.failed else 0
 
 
 # -- weights -------------------------------------------------------------------------------

@@ -1,0 +1,570 @@
+"""Tests for samkit.masks (and samkit.rle, which it re-exports).
+
+References: pycocotools for the compressed RLE, and small brute-force implementations
+written here (run lengths, boxes, NMS) for the rest; hand-derived numbers where stated.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycocotools import mask as coco_mask
+
+from samkit import masks as M
+
+# ---------------------------------------------------------------- helpers
+
+
+@st.composite
+def masks_2d(draw: Any, max_side: int = 40) -> np.ndarray:
+    """(H, W) bool masks, 1..max_side a side: random, all-false, all-true, blocky, sparse."""
+    h = draw(st.integers(1, max_side))
+    w = draw(st.integers(1, max_side))
+    kind = draw(st.sampled_from(["random", "zeros", "ones", "blocks", "sparse"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "zeros":
+        return np.zeros((h, w), dtype=bool)
+    if kind == "ones":
+        return np.ones((h, w), dtype=bool)
+    if kind == "blocks":  # long runs, so counts > 31 need several characters
+        small = rng.random((3, 3)) < 0.5
+        return np.kron(small, np.ones((h // 3 + 1, w // 3 + 1), dtype=bool))[:h, :w]
+    p = 0.02 if kind == "sparse" else rng.random()
+    return rng.random((h, w)) < p
+
+
+def ref_counts(mask: np.ndarray) -> list[int]:
+    """Run lengths over the column-major pixels, zeros first: the plain definition."""
+    counts, current, run = [], False, 0
+    for v in mask.T.reshape(-1).tolist():
+        if v != current:
+            counts.append(run)
+            current, run = v, 0
+        run += 1
+    counts.append(run)
+    return counts
+
+
+def pycoco_counts(mask: np.ndarray) -> bytes:
+    return coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"]
+
+
+def disc(h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+# ---------------------------------------------------------------- RLE
+
+
+@settings(max_examples=150, deadline=None)
+@given(masks_2d())
+def test_mask_to_rle_matches_definition_and_round_trips(mask: np.ndarray) -> None:
+    (rle,) = M.mask_to_rle(torch.as_tensor(mask)[None])
+    assert rle == {"size": list(mask.shape), "counts": ref_counts(mask)}
+    assert all(type(c) is int for c in rle["counts"])
+    back = M.rle_to_mask(rle)
+    assert back.dtype == bool and back.shape == mask.shape
+    np.testing.assert_array_equal(back, mask)
+    assert M.area_from_rle(rle) == int(mask.sum())
+
+
+@settings(max_examples=150, deadline=None)
+@given(masks_2d())
+def test_coco_rle_is_byte_identical_to_pycocotools_and_decodes(mask: np.ndarray) -> None:
+    expected = pycoco_counts(mask)
+    enc = M.encode_coco_rle(mask)
+    assert enc == {"size": list(mask.shape), "counts": expected.decode()}
+    (rle,) = M.mask_to_rle(torch.as_tensor(mask)[None])
+    assert M.coco_rle_from_uncompressed(rle) == enc
+    ref = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))  # counts as bytes
+    np.testing.assert_array_equal(M.decode_coco_rle(ref), mask)
+    np.testing.assert_array_equal(M.decode_coco_rle(enc), mask)
+    np.testing.assert_array_equal(M.decode_coco_rle(rle), mask)
+
+
+def test_mask_to_rle_batch_hand_checked() -> None:
+    # Column-major order: column 0 top to bottom, then column 1.
+    masks = torch.tensor(
+        [
+            [[0, 1], [0, 1], [1, 1]],  # pixels 0,0,1,1,1,1 -> [2, 4]
+            [[1, 0], [0, 0], [0, 1]],  # pixels 1,0,0,0,0,1 -> [0, 1, 4, 1]
+            [[0, 0], [0, 0], [0, 0]],  # -> [6]
+        ],
+        dtype=torch.bool,
+    )
+    assert [r["counts"] for r in M.mask_to_rle(masks)] == [[2, 4], [0, 1, 4, 1], [6]]
+    assert [M.area_from_rle(r) for r in M.mask_to_rle(masks)] == [4, 2, 0]
+    assert M.mask_to_rle(masks[:0]) == []
+
+
+def test_coco_rle_long_runs_and_large_mask() -> None:
+    # Counts needing several 5-bit groups and negative deltas (pycocotools as reference).
+    rng = np.random.default_rng(0)
+    mask = np.zeros((300, 500), dtype=bool)
+    mask[40:260, 100:450] = True
+    mask[rng.random(mask.shape) < 0.001] ^= True
+    assert M.encode_coco_rle(mask)["counts"] == pycoco_counts(mask).decode()
+    np.testing.assert_array_equal(M.decode_coco_rle(M.encode_coco_rle(mask)), mask)
+
+
+def test_empty_size_rle_like_pycocotools() -> None:
+    mask = np.zeros((0, 5), dtype=bool)
+    assert M.encode_coco_rle(mask)["counts"] == pycoco_counts(mask).decode() == "0"
+    assert M.mask_to_rle(torch.zeros(1, 0, 5, dtype=torch.bool))[0]["counts"] == [0]
+    assert M.decode_coco_rle({"size": [0, 5], "counts": "0"}).shape == (0, 5)
+
+
+_GOOD = {"size": [2, 3], "counts": [1, 2, 3]}
+
+
+@pytest.mark.parametrize(
+    ("rle", "message"),
+    [
+        ("not a dict", "must be a dict"),
+        ({"counts": "06"}, "missing"),
+        ({"size": [2, 3]}, "missing"),
+        ({"size": [2], "counts": [6]}, "'size'"),
+        ({"size": [2, -3], "counts": [6]}, "'size'"),
+        ({"size": [2.0, 3], "counts": [6]}, "'size'"),
+        ({"size": "23", "counts": [6]}, "'size'"),
+        ({"size": [2, 3], "counts": [1, 2, 4]}, "add up to 7"),
+        ({"size": [2, 3], "counts": [1, 2]}, "add up to 3"),
+        ({"size": [2, 3], "counts": [7, -1]}, "non-negative"),
+        ({"size": [2, 3], "counts": [1.0, 5]}, "list of ints"),
+        ({"size": [2, 3], "counts": [True, 5]}, "list of ints"),
+        ({"size": [2, 3], "counts": None}, "list of ints"),
+        ({"size": [2, 3], "counts": {"a": 1}}, "list of ints"),
+        ({"size": [2, 3], "counts": "6 "}, "' '"),  # space is outside '0'..'o'
+        ({"size": [2, 3], "counts": "6~"}, "'~'"),
+        ({"size": [2, 3], "counts": "6é"}, "ASCII"),
+        ({"size": [2, 3], "counts": b"6\xff"}, "'0'..'o'"),
+        ({"size": [2, 3], "counts": "P"}, "truncated"),  # 'P' = 48 + 0x20: more follows
+        ({"size": [2, 3], "counts": "O"}, "non-negative"),  # 'O' = 48 + 31: the count -1
+        ({"size": [2, 3], "counts": "7"}, "add up to 7"),
+        ({"size": [2, 3], "counts": ""}, "add up to 0"),
+        ({"size": [2, 3], "counts": "P" * 20 + "0"}, "too large"),
+        ({"size": [2, 3], "counts": "000" + "P" * 9 + "1"}, "too large"),
+    ],
+)
+def test_malformed_rle_raises_value_error(rle: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        M.decode_coco_rle(rle)
+
+
+def test_malformed_uncompressed_rle_rejected_by_all_readers() -> None:
+    # Column-major pixels 0, 1, 1, 0, 0, 0 -> columns [0, 1], [1, 0], [0, 0].
+    assert M.rle_to_mask(_GOOD).tolist() == [[False, True, False], [True, False, False]]
+    bad = {"size": [2, 3], "counts": [1, 2, 4]}
+    for fn in (M.rle_to_mask, M.coco_rle_from_uncompressed, M.decode_coco_rle):
+        with pytest.raises(ValueError, match="add up to 7"):
+            fn(bad)
+
+
+def test_mask_to_rle_rejects_wrong_rank() -> None:
+    with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+        M.mask_to_rle(torch.zeros(4, 4, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------- boxes
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(masks_2d(max_side=12), min_size=1, max_size=4))
+def test_batched_mask_to_box_matches_nonzero(masks: list[np.ndarray]) -> None:
+    h = max(m.shape[0] for m in masks)
+    w = max(m.shape[1] for m in masks)
+    batch = np.zeros((len(masks), h, w), dtype=bool)
+    for i, m in enumerate(masks):
+        batch[i, : m.shape[0], : m.shape[1]] = m
+    expected = []
+    for m in batch:
+        ys, xs = np.nonzero(m)
+        expected.append([xs.min(), ys.min(), xs.max(), ys.max()] if len(xs) else [0, 0, 0, 0])
+    boxes = M.batched_mask_to_box(torch.as_tensor(batch))
+    assert boxes.dtype == torch.int64
+    assert boxes.tolist() == expected
+
+
+def test_batched_mask_to_box_shapes_empty_and_dtype() -> None:
+    masks = torch.zeros(2, 3, 5, 6, dtype=torch.bool)
+    masks[0, 1, 2, 3] = True  # single pixel
+    masks[1, 2] = True  # full
+    boxes = M.batched_mask_to_box(masks)
+    assert boxes.shape == (2, 3, 4)
+    assert boxes[0, 1].tolist() == [3, 2, 3, 2]
+    assert boxes[1, 2].tolist() == [0, 0, 5, 4]
+    assert boxes[0, 0].tolist() == [0, 0, 0, 0]  # empty
+    assert M.batched_mask_to_box(masks[0, 1]).tolist() == [3, 2, 3, 2]  # (H, W) -> (4,)
+    assert M.batched_mask_to_box(masks[:0]).shape == (0, 3, 4)
+    as_f64 = M.batched_mask_to_box(masks.double())
+    assert as_f64.dtype == torch.float64
+    assert torch.equal(as_f64, boxes.double())
+
+
+def test_box_helpers_hand_checked() -> None:
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]], dtype=torch.float64)
+    b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [2.0, 0.0, 4.0, 2.0], [5.0, 5.0, 5.0, 5.0]])
+    assert M.box_area(a).tolist() == [4.0, 4.0]
+    iou = M.box_iou(a, b.double())
+    assert iou.shape == (2, 3) and iou.dtype == torch.float64
+    # [1,1,3,3] vs [0,0,2,2]: inter 1, union 7; vs [2,0,4,2]: inter 1, union 7.
+    assert iou[:, :2].tolist() == [[1.0, 0.0], [1 / 7, 1 / 7]]
+    assert iou[:, 2].tolist() == [0.0, 0.0]  # zero-area box
+    assert torch.isnan(M.box_iou(b[2:], b[2:])).all()  # two zero-area boxes: 0 / 0 as torchvision
+    xywh = M.box_xyxy_to_xywh(torch.tensor([3, 4, 10, 20]))
+    assert xywh.tolist() == [3, 4, 7, 16]
+    batch = M.box_xyxy_to_xywh(a)
+    assert batch.dtype == torch.float64 and batch.tolist() == [[0, 0, 2, 2], [1, 1, 2, 2]]
+    assert a[1].tolist() == [1.0, 1.0, 3.0, 3.0]  # input untouched
+
+
+def test_area_from_masks() -> None:
+    masks = torch.zeros(2, 4, 5, dtype=torch.bool)
+    masks[0, :2, :3] = True
+    assert M.area_from_masks(masks).tolist() == [6, 0]
+    assert M.area_from_masks(masks).dtype == torch.int64
+
+
+# ---------------------------------------------------------------- NMS
+
+
+def ref_batched_nms(boxes: np.ndarray, scores: np.ndarray, idxs: np.ndarray, thr: float) -> list:
+    """Brute force: rank by (-score, index); each kept box drops the later boxes of its
+    category with IoU > thr. IoU in float32, with torchvision's formula."""
+    f = np.float32
+    order = sorted(range(len(boxes)), key=lambda i: (-scores[i], i))
+    removed: set[int] = set()
+    keep = []
+    for rank, i in enumerate(order):
+        if i in removed:
+            continue
+        keep.append(i)
+        for j in order[rank + 1 :]:
+            if idxs[j] != idxs[i]:
+                continue
+            x0, y0 = max(boxes[i, 0], boxes[j, 0]), max(boxes[i, 1], boxes[j, 1])
+            x1, y1 = min(boxes[i, 2], boxes[j, 2]), min(boxes[i, 3], boxes[j, 3])
+            inter = f(max(f(0), f(x1 - x0))) * f(max(f(0), f(y1 - y0)))
+            area_i = f(boxes[i, 2] - boxes[i, 0]) * f(boxes[i, 3] - boxes[i, 1])
+            area_j = f(boxes[j, 2] - boxes[j, 0]) * f(boxes[j, 3] - boxes[j, 1])
+            with np.errstate(invalid="ignore"):
+                iou = f(inter / f(f(area_i + area_j) - inter))
+            if iou > thr:
+                removed.add(j)
+    return keep
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.integers(0, 30),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([0.0, 0.3, 0.5, 0.7, 0.95]),
+    st.booleans(),
+)
+def test_batched_nms_matches_brute_force(n: int, seed: int, thr: float, ties: bool) -> None:
+    rng = np.random.default_rng(seed)
+    xy = rng.integers(0, 20, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.integers(0, 12, (n, 2))], axis=1).astype(np.float32)
+    scores = (rng.integers(0, 3, n) if ties else rng.random(n)).astype(np.float32)
+    idxs = rng.integers(0, 3, n)
+    keep = M.batched_nms(
+        torch.as_tensor(boxes), torch.as_tensor(scores), torch.as_tensor(idxs), thr
+    )
+    assert keep.dtype == torch.int64
+    assert keep.tolist() == ref_batched_nms(boxes, scores, idxs, thr)
+
+
+def test_batched_nms_hand_checked() -> None:
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # 0: best
+            [1.0, 0.0, 11.0, 10.0],  # 1: IoU 90/110 = 0.82 with 0 -> dropped
+            [0.0, 0.0, 10.0, 10.0],  # 2: same box as 0 but another category -> kept
+            [20.0, 20.0, 30.0, 30.0],  # 3: alone -> kept
+            [5.0, 0.0, 15.0, 10.0],  # 4: IoU 50/150 = 0.33 with 0 -> kept
+        ]
+    )
+    scores = torch.tensor([0.9, 0.8, 0.1, 0.5, 0.5])  # 3 and 4 tie: lower index first
+    idxs = torch.tensor([0, 0, 1, 0, 0])
+    assert M.batched_nms(boxes, scores, idxs, 0.7).tolist() == [0, 3, 4, 2]
+    assert M.batched_nms(boxes, scores, idxs, 0.3).tolist() == [0, 3, 2]
+    assert M.batched_nms(boxes[:0], scores[:0], idxs[:0], 0.5).tolist() == []
+
+
+# ---------------------------------------------------------------- stability
+
+
+def test_stability_score_hand_computed() -> None:
+    logits = torch.tensor(
+        [
+            [[3.0, 0.5, -0.5], [-2.0, 1.5, 0.0]],  # > 1: {3, 1.5} = 2; > -1: 5 -> 0.4
+            [[-3.0, -3.0, -3.0], [-3.0, -3.0, 2.0]],  # > 1: 1; > -1: 1 -> 1.0
+            [[-3.0, -3.0, -3.0], [-3.0, -3.0, -3.0]],  # 0 / 0 -> NaN
+        ]
+    )
+    score = M.calculate_stability_score(logits, 0.0, 1.0)
+    assert score.dtype == torch.float32 and score.shape == (3,)
+    assert score[:2].tolist() == [pytest.approx(0.4), 1.0]
+    assert torch.isnan(score[2])
+    # Threshold and offset both matter (strict >): 0.5 +/- 1 -> {3} / {3, .5, 1.5, 0};
+    # 0 +/- 0.25 -> {3, .5, 1.5} / {3, .5, 1.5, 0}.
+    assert M.calculate_stability_score(logits[:1], 0.5, 1.0).item() == 0.25
+    assert M.calculate_stability_score(logits[:1], 0.0, 0.25).item() == pytest.approx(3 / 4)
+
+
+# ---------------------------------------------------------------- grids and crops
+
+
+def test_point_grid_values() -> None:
+    np.testing.assert_array_equal(M.build_point_grid(1), [[0.5, 0.5]])
+    np.testing.assert_allclose(
+        M.build_point_grid(2), [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]
+    )
+    g = M.build_point_grid(4)
+    assert g.shape == (16, 2) and g.dtype == np.float64
+    np.testing.assert_allclose(g[:4, 0], [0.125, 0.375, 0.625, 0.875])  # X fastest
+    np.testing.assert_allclose(g[::4, 1], [0.125, 0.375, 0.625, 0.875])
+    grids = M.build_all_layer_point_grids(32, 2, 2)
+    assert [len(p) for p in grids] == [1024, 256, 64]
+    np.testing.assert_array_equal(grids[1], M.build_point_grid(16))
+    assert [len(p) for p in M.build_all_layer_point_grids(20, 1, 3)] == [400, 36]  # int(20/3)
+
+
+def test_generate_crop_boxes_by_hand() -> None:
+    # Image H=1500, W=2250, overlap_ratio 512/1500, short side 1500. Layer 0 is the image.
+    # Layer 1 (2x2): overlap = int(512/1500 * 1500 * 2/2) = 512;
+    #   crop_w = ceil((512 * 1 + 2250) / 2) = 1381, crop_h = ceil((512 + 1500) / 2) = 1006;
+    #   x0 = 0, 1381 - 512 = 869; y0 = 0, 1006 - 512 = 494; x1 = min(x0 + 1381, 2250),
+    #   y1 = min(y0 + 1006, 1500); X outer, Y inner.
+    # Layer 2 (4x4): overlap = int(512/1500 * 1500 * 2/4) = 256;
+    #   crop_w = ceil((256 * 3 + 2250) / 4) = ceil(754.5) = 755, crop_h = ceil(2268 / 4) = 567;
+    #   x0 = 0, 499, 998, 1497 (step 755 - 256); y0 = 0, 311, 622, 933 (step 567 - 256);
+    #   the last column is clipped 1497 + 755 = 2252 -> 2250.
+    ratio = 512 / 1500
+    layer1 = [[0, 0, 1381, 1006], [0, 494, 1381, 1500], [869, 0, 2250, 1006]]
+    layer1 += [[869, 494, 2250, 1500]]
+    boxes, layers = M.generate_crop_boxes((1500, 2250), 1, ratio)
+    assert boxes == [[0, 0, 2250, 1500], *layer1]
+    assert layers == [0, 1, 1, 1, 1]
+    boxes, layers = M.generate_crop_boxes((1500, 2250), 2, ratio)
+    x1s = {0: 755, 499: 1254, 998: 1753, 1497: 2250}
+    y1s = {0: 567, 311: 878, 622: 1189, 933: 1500}
+    layer2 = [[x0, y0, x1s[x0], y1s[y0]] for x0 in x1s for y0 in y1s]
+    assert boxes == [[0, 0, 2250, 1500], *layer1, *layer2]
+    assert layers == [0] + [1] * 4 + [2] * 16
+    assert M.generate_crop_boxes((1500, 2250), 0, ratio) == ([[0, 0, 2250, 1500]], [0])
+
+
+def test_generate_crop_boxes_float_truncation() -> None:
+    # 0.29 * 100 * (2 / 2) is 28.999999999999996 in floating point, so the overlap is 28,
+    # not 29 (official computes it this way): crop_w = ceil((28 + 200) / 2) = 114,
+    # crop_h = ceil((28 + 100) / 2) = 64, x0 = 0, 86, y0 = 0, 36.
+    boxes, _ = M.generate_crop_boxes((100, 200), 1, 0.29)
+    assert boxes[1:] == [[0, 0, 114, 64], [0, 36, 114, 100], [86, 0, 200, 64], [86, 36, 200, 100]]
+
+
+def test_uncrop_and_edge_filter() -> None:
+    crop = [100, 50, 600, 450]
+    boxes = torch.tensor([[0, 0, 50, 50], [480, 100, 500, 200], [200, 100, 300, 200]])
+    assert M.uncrop_boxes_xyxy(boxes, crop)[0].tolist() == [100, 50, 150, 100]
+    assert M.uncrop_boxes_xyxy(boxes[None].double(), crop).dtype == torch.float64
+    pts = torch.tensor([[1.5, 2.5]], dtype=torch.float64)
+    assert M.uncrop_points(pts, crop).tolist() == [[101.5, 52.5]]
+    # Near the crop's left/top edge (x=100, y=50); near its right edge (600 < 700); inside.
+    assert M.is_box_near_crop_edge(boxes, crop, [0, 0, 700, 500]).tolist() == [True, True, False]
+    # A crop edge that is also the image edge does not count.
+    near = M.is_box_near_crop_edge(boxes, [0, 0, 500, 400], [0, 0, 500, 400])
+    assert near.tolist() == [False, False, False]
+    masks = torch.ones(2, 400, 500, dtype=torch.bool)
+    full = M.uncrop_masks(masks, crop, 500, 700)
+    assert full.shape == (2, 500, 700) and full.dtype == torch.bool
+    assert full[:, 50:450, 100:600].all() and full.sum() == masks.sum()
+    assert M.uncrop_masks(masks, [0, 0, 500, 400], 400, 500) is masks
+
+
+def test_batch_iterator() -> None:
+    a, b = list(range(7)), np.arange(7) * 2
+    batches = list(M.batch_iterator(3, a, b))
+    assert [x for x, _ in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+    np.testing.assert_array_equal(batches[2][1], [12])
+    assert list(M.batch_iterator(3, [])) == []
+    with pytest.raises(ValueError, match="equal length"):
+        list(M.batch_iterator(2, a, b[:3]))
+    with pytest.raises(ValueError, match="at least one"):
+        list(M.batch_iterator(2))
+    with pytest.raises(ValueError, match="batch_size"):
+        list(M.batch_iterator(0, a))
+
+
+# ---------------------------------------------------------------- device and dtype
+
+
+def _device_dtype_checks(device: str) -> None:
+    boxes = torch.tensor([[1.0, 2.0, 5.0, 7.0]], dtype=torch.float64, device=device)
+    for out in (
+        M.uncrop_boxes_xyxy(boxes, [3, 4, 9, 9]),
+        M.uncrop_points(boxes[:, :2], [3, 4, 9, 9]),
+        M.box_xyxy_to_xywh(boxes),
+        M.box_area(boxes),
+        M.box_iou(boxes, boxes),
+    ):
+        assert out.device.type == device and out.dtype == torch.float64
+    masks = torch.zeros(2, 6, 7, dtype=torch.float64, device=device)
+    mbox = M.batched_mask_to_box(masks)
+    assert mbox.device.type == device and mbox.dtype == torch.float64
+    bbox = M.batched_mask_to_box(masks > 0)
+    assert bbox.device.type == device and bbox.dtype == torch.int64
+    stab = M.calculate_stability_score(masks, 0.0, 1.0)
+    assert stab.device.type == device and stab.dtype == torch.float32
+    assert M.is_box_near_crop_edge(boxes, [0, 0, 9, 9], [0, 0, 20, 20]).device.type == device
+    assert M.uncrop_masks(masks > 0, [1, 1, 8, 7], 10, 10).device.type == device
+
+
+def test_follows_device_and_dtype_meta() -> None:
+    _device_dtype_checks("meta")  # no data: any tensor made on the CPU would fail here
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_follows_device_cuda() -> None:
+    _device_dtype_checks("cuda")
+    masks = torch.rand(3, 20, 30, device="cuda") > 0.5
+    assert M.mask_to_rle(masks) == M.mask_to_rle(masks.cpu())
+    boxes = torch.rand(50, 4, device="cuda").sort(-1).values[:, [0, 1, 2, 3]] * 10
+    boxes = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1)
+    scores, idxs = torch.rand(50, device="cuda"), torch.zeros(50, dtype=torch.long)
+    keep = M.batched_nms(boxes, scores, idxs.cuda(), 0.5)
+    assert keep.device.type == "cuda"
+    assert keep.tolist() == M.batched_nms(boxes.cpu(), scores.cpu(), idxs, 0.5).tolist()
+
+
+# ---------------------------------------------------------------- small-region cleanup
+
+
+def _drawn_mask() -> np.ndarray:
+    mask = np.zeros((60, 60), dtype=bool)
+    mask[5:45, 5:45] = True  # big square, area 1600
+    mask[10:12, 10:12] = False  # small hole, area 4
+    mask[20:30, 20:30] = False  # big hole, area 100
+    mask[50:53, 50:53] = True  # small island, area 9
+    return mask
+
+
+def test_remove_small_regions_holes_and_islands() -> None:
+    mask = _drawn_mask()
+    filled, changed = M.remove_small_regions(mask, 20, "holes")
+    assert changed and filled.dtype == bool
+    expected = mask.copy()
+    expected[10:12, 10:12] = True
+    np.testing.assert_array_equal(filled, expected)
+    cleaned, changed = M.remove_small_regions(mask, 20, "islands")
+    expected = mask.copy()
+    expected[50:53, 50:53] = False
+    assert changed
+    np.testing.assert_array_equal(cleaned, expected)
+    same, changed = M.remove_small_regions(mask, 4, "holes")  # nothing below 4 pixels
+    assert not changed and same is mask
+
+
+def test_remove_small_regions_keeps_largest_and_uses_8_connectivity() -> None:
+    mask = np.zeros((30, 30), dtype=bool)
+    mask[2:5, 2:5] = True  # 9 pixels
+    mask[5:8, 5:8] = True  # 9 pixels, touching the first only at a corner
+    mask[20:22, 20:22] = True  # 4 pixels
+    # 8-connected, the two squares are one 18-pixel island, kept at threshold 10.
+    out, changed = M.remove_small_regions(mask, 10, "islands")
+    assert changed and out.sum() == 18 and not out[20:22, 20:22].any()
+    # Every island below the threshold: only the largest stays.
+    out, changed = M.remove_small_regions(mask, 100, "islands")
+    assert changed and out.sum() == 18 and out[2:8, 2:8].sum() == 18
+    with pytest.raises(ValueError, match="'holes' or 'islands'"):
+        M.remove_small_regions(mask, 10, "both")
+
+
+# ---------------------------------------------------------------- polygons
+
+
+def _blob_cases() -> dict[str, np.ndarray]:
+    h, w = 60, 80
+    rect = np.zeros((h, w), dtype=bool)
+    rect[10:30, 20:55] = True
+    ring = disc(h, w, 40, 30, 20) & ~disc(h, w, 40, 30, 8)
+    holes = rect.copy()
+    holes[14:18, 25:29] = False
+    holes[20:25, 40:50] = False
+    edge = np.zeros((h, w), dtype=bool)
+    edge[:, :10] = True
+    return {
+        "disc": disc(h, w, 30, 25, 12),
+        "rectangle": rect,
+        "ring": ring,
+        "two components": disc(h, w, 15, 15, 8) | disc(h, w, 60, 40, 10),
+        "island in hole": ring | disc(h, w, 40, 30, 4),
+        "two holes": holes,
+        "touches border": edge,
+        "full": np.ones((h, w), dtype=bool),
+    }
+
+
+@pytest.mark.parametrize("name", list(_blob_cases()))
+def test_polygons_round_trip_exactly(name: str) -> None:
+    mask = _blob_cases()[name]
+    polygons = M.mask_to_polygons(mask)
+    for p in polygons:
+        assert p.exterior.ndim == 2 and p.exterior.shape[1] == 2 and len(p.exterior) >= 3
+        assert p.exterior.dtype == np.float64
+    back = M.polygons_to_mask(polygons, *mask.shape)
+    assert back.dtype == bool
+    np.testing.assert_array_equal(back, mask)
+
+
+def test_polygon_structure() -> None:
+    cases = _blob_cases()
+    (ring,) = M.mask_to_polygons(cases["ring"])
+    assert len(ring.holes) == 1 and len(ring.holes[0]) >= 3
+    assert sorted(len(p.holes) for p in M.mask_to_polygons(cases["island in hole"])) == [0, 1]
+    assert len(M.mask_to_polygons(cases["two components"])) == 2
+    (rect,) = M.mask_to_polygons(cases["rectangle"])  # pixel-centre corners
+    assert sorted(map(tuple, rect.exterior.tolist())) == [(20, 10), (20, 29), (54, 10), (54, 29)]
+    assert M.mask_to_polygons(np.zeros((5, 5), dtype=bool)) == []
+    dot = np.zeros((5, 5), dtype=bool)
+    dot[2, 2] = dot[0, 0] = dot[0, 1] = True  # a 1-point and a 2-point ring: both dropped
+    assert M.mask_to_polygons(dot) == []
+
+
+def test_polygons_tolerance_simplifies() -> None:
+    mask = disc(80, 80, 40, 40, 30)
+    (exact,) = M.mask_to_polygons(mask)
+    (simple,) = M.mask_to_polygons(mask, tolerance=1.5)
+    assert 3 <= len(simple.exterior) < len(exact.exterior) // 2
+    back = M.polygons_to_mask([simple], 80, 80)
+    assert (back & mask).sum() / (back | mask).sum() > 0.95
+
+
+def test_polygons_to_mask_rounds_float_vertices() -> None:
+    square = M.Polygon(exterior=np.array([[1.2, 0.8], [3.4, 1.1], [2.9, 2.6], [0.6, 3.0]]))
+    out = M.polygons_to_mask([square], 5, 5)
+    expected = np.zeros((5, 5), dtype=bool)
+    expected[1:4, 1:4] = True  # rounded to the square (1, 1)-(3, 3)
+    np.testing.assert_array_equal(out, expected)
+    outside = M.Polygon(exterior=np.array([[10.0, 10.0], [12.0, 10.0], [12.0, 12.0]]))
+    assert not M.polygons_to_mask([outside], 5, 5).any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_polygons_round_trip_random_blobs(seed: int) -> None:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.random((60, 80)).astype(np.float32)
+    mask = cv2.GaussianBlur(noise, (0, 0), 4) > 0.5
+    back = M.polygons_to_mask(M.mask_to_polygons(mask), 60, 80)
+    union = (back | mask).sum()
+    assert union == 0 or (back & mask).sum() / union > 0.9

@@ -1,0 +1,82 @@
+"""Replay the official AMG goldens with samkit: match masks both ways and compare scores.
+
+python tools/check_amg_goldens.py tests/goldens      # one line per (config, image)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from samkit import SamAutomaticMaskGenerator, load
+from samkit.masks import decode_coco_rle
+
+
+@dataclass
+class AmgDiff:
+    name: str
+    official: int  # masks from the official generator
+    ours: int  # masks from samkit
+    unmatched_official: int  # official masks with no samkit mask at IoU >= 0.99
+    unmatched_ours: int  # samkit masks with no official mask at IoU >= 0.99
+    score_max: float  # largest |predicted_iou| or |stability_score| difference of matches
+
+
+def compare(folder: str | Path, iou_needed: float = 0.99) -> list[AmgDiff]:
+    folder = Path(folder)
+    gold = json.loads((folder / "amg.json").read_text())
+    images = np.load(folder / "amg_images.npz")
+    sam = load(folder / "amg.safetensors")
+    configs = {c["name"]: {k: v for k, v in c.items() if k != "name"} for c in gold["configs"]}
+    diffs = []
+    for result in gold["results"]:
+        generator = SamAutomaticMaskGenerator(sam, **configs[result["config"]])
+        ours = generator.generate(images[f"arr_{result['image']}"])
+        diffs.append(
+            _match(f"{result['config']}/{result['image']}", result["records"], ours, iou_needed)
+        )
+    return diffs
+
+
+def _match(name: str, theirs: list[dict], ours: list[dict], iou_needed: float) -> AmgDiff:
+    a = np.stack([decode_coco_rle(r["segmentation"]) for r in theirs]) if theirs else None
+    b = np.stack([decode_coco_rle(r["segmentation"]) for r in ours]) if ours else None
+    if a is None or b is None:
+        return AmgDiff(name, len(theirs), len(ours), len(theirs), len(ours), 0.0)
+    af = a.reshape(len(a), -1).astype(np.float32)
+    bf = b.reshape(len(b), -1).astype(np.float32)
+    inter = af @ bf.T
+    union = af.sum(1)[:, None] + bf.sum(1)[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    best_b = iou.argmax(1)
+    score_max = 0.0
+    for i, j in enumerate(best_b):
+        if iou[i, j] >= iou_needed:
+            for key in ("predicted_iou", "stability_score"):
+                score_max = max(score_max, abs(theirs[i][key] - ours[j][key]))
+    return AmgDiff(
+        name,
+        len(theirs),
+        len(ours),
+        int((iou.max(1) < iou_needed).sum()),
+        int((iou.max(0) < iou_needed).sum()),
+        score_max,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", default="tests/goldens")
+    for d in compare(parser.parse_args().folder):
+        print(
+            f"{d.name:24s} official {d.official:4d}  samkit {d.ours:4d}  unmatched "
+            f"{d.unmatched_official}/{d.unmatched_ours}  max score diff {d.score_max:.2e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
