@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from golden_cases import run_case, run_forward
 
 from samkit import SamPredictor, load
 
@@ -44,25 +45,27 @@ def compare(prefix: str | Path) -> list[Diff]:
             for case in manifest["cases"]:
                 key = f"{i}/{case['name']}"
                 mask_input = gold[f"{key}/mask_input"] if "mask_from" in case else None
-                got = _run_case(predictor, case, mask_input)
+                got = run_case(predictor, case, mask_input)
                 diffs.append(_diff(key, got, {k: gold[f"{key}/{k}"] for k in got}))
-        got_forward = _run_forward(sam, [gold[f"image/{i}"] for i in range(manifest["images"])])
-        for i, out in enumerate(got_forward):
-            want = {
-                k: gold[f"forward/{i}/{k}"] for k in ("masks", "iou_predictions", "low_res_logits")
-            }
-            diffs.append(
-                _diff(
-                    f"forward/{i}",
-                    {"masks": out[0], "scores": out[1], "low_res": out[2]},
-                    {
-                        "masks": want["masks"],
-                        "scores": want["iou_predictions"],
-                        "low_res": want["low_res_logits"],
-                    },
-                )
-            )
+        images = [gold[f"image/{i}"] for i in range(manifest["images"])]
+        got_forward = run_forward(sam, predictor.transform, images)
+        for i in range(len(images)):
+            got = {k: got_forward[f"forward/{i}/{k}"] for k in FORWARD_KEYS}
+            want = {k: gold[f"forward/{i}/{k}"] for k in FORWARD_KEYS}
+            diffs.append(_diff(f"forward/{i}", _as_case(got), _as_case(want)))
     return diffs
+
+
+FORWARD_KEYS = ("masks", "iou_predictions", "low_res_logits")
+
+
+def _as_case(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sam.forward's output keys renamed to the predictor cases' (masks, scores, low_res)."""
+    return {
+        "masks": out["masks"],
+        "scores": out["iou_predictions"],
+        "low_res": out["low_res_logits"],
+    }
 
 
 def _diff(name: str, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> Diff:
@@ -78,50 +81,6 @@ def _diff(name: str, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) ->
         float(np.abs(got["low_res"] - want["low_res"]).max()),
         float((masks_got != masks_want).mean()),
     )
-
-
-def _run_case(predictor: SamPredictor, case: dict, mask_input: np.ndarray | None) -> dict:
-    if case["call"] == "predict":
-        masks, scores, low_res = predictor.predict(
-            point_coords=np.array(case["point_coords"]) if "point_coords" in case else None,
-            point_labels=np.array(case["point_labels"]) if "point_labels" in case else None,
-            box=np.array(case["box"]) if "box" in case else None,
-            mask_input=mask_input,
-            multimask_output=case["multimask"],
-            return_logits=case.get("return_logits", False),
-        )
-        return {"masks": masks, "scores": scores, "low_res": low_res}
-    t, size = predictor.transform, predictor.original_size
-    assert size is not None
-    coords = labels = boxes = None
-    if "point_coords" in case:
-        coords = t.apply_coords_torch(torch.tensor(case["point_coords"], dtype=torch.float), size)
-        labels = torch.tensor(case["point_labels"])
-    if "boxes" in case:
-        boxes = t.apply_boxes_torch(torch.tensor(case["boxes"], dtype=torch.float), size)
-    masks, scores, low_res = predictor.predict_torch(coords, labels, boxes, None, case["multimask"])
-    return {"masks": masks.numpy(), "scores": scores.numpy(), "low_res": low_res.numpy()}
-
-
-def _run_forward(sam: torch.nn.Module, images: list[np.ndarray]) -> list[tuple[np.ndarray, ...]]:
-    """The same batched Sam.forward call as tools/make_goldens.py."""
-    t = SamPredictor(sam).transform  # type: ignore[arg-type]
-    batch = []
-    for i, img in enumerate(images):
-        resized = torch.as_tensor(t.apply_image(img)).permute(2, 0, 1).contiguous()
-        record: dict = {"image": resized, "original_size": img.shape[:2]}
-        if i == 0:
-            point = torch.tensor([[[50.0, 60.0]]])
-            record["point_coords"] = t.apply_coords_torch(point, img.shape[:2])
-            record["point_labels"] = torch.tensor([[1]])
-        else:
-            boxes = torch.tensor([[10.0, 10.0, 120.0, 200.0], [60.0, 5.0, 170.0, 100.0]])
-            record["boxes"] = t.apply_boxes_torch(boxes, img.shape[:2])
-        batch.append(record)
-    return [
-        (o["masks"].numpy(), o["iou_predictions"].numpy(), o["low_res_logits"].numpy())
-        for o in sam(batch, multimask_output=True)
-    ]
 
 
 def main() -> None:

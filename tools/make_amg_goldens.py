@@ -2,12 +2,14 @@
 
 Runs in the throwaway venv with the official package (see make_goldens.py):
 
-    .venv-peer/bin/python tools/make_amg_goldens.py     # tests/goldens/amg.json (+ amg.safetensors)
+    PYTHONPATH=src:tools .venv-peer/bin/python tools/make_amg_goldens.py --weights W.safetensors
 
-Seeded weights give near-zero logits, so every mask would fail the default filters. The
-generator's output heads are scaled up (a fixed, recorded transform of the seeded weights) and
-the thresholds set so that many masks survive and every stage (IoU and stability filters, NMS,
-crops, small-region cleanup) changes the result.
+Seeded random weights give masks that are all or nothing, which the filters and NMS reduce to
+one or two: no test of anything. The goldens therefore use trained weights (a samkit_tiny
+trained for a few minutes on synthetic scenes by `python -m samkit.train`; any samkit-layout
+file of a variant in make_goldens.VARIANTS works), copied next to the outputs, with thresholds
+set so that many masks survive and every stage (IoU and stability filters, NMS within and
+across crops, small-region cleanup) changes the result.
 """
 
 from __future__ import annotations
@@ -18,15 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from make_goldens import VARIANTS, build_official, make_image
-from safetensors.torch import save_file
+from golden_cases import make_image
+from make_goldens import VARIANTS, build_official
+from safetensors.torch import load_file, safe_open, save_file
 from segment_anything import SamAutomaticMaskGenerator
-
-from samkit.build import seeded_init_
-
-# Scale of the last layer of each hypernetwork MLP and of the IoU head.
-MASK_HEAD_SCALE = 40.0
-IOU_HEAD_SCALE = 8.0
 
 CONFIGS = [
     dict(
@@ -56,22 +53,17 @@ CONFIGS = [
 IMAGE_SIZES = [(200, 300), (310, 190)]
 
 
-def scaled_weights(model: torch.nn.Module) -> None:
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.startswith("mask_decoder.output_hypernetworks_mlps.") and ".layers.2." in name:
-                p.mul_(MASK_HEAD_SCALE)
-            elif name.startswith("mask_decoder.iou_prediction_head.layers.2."):
-                p.mul_(IOU_HEAD_SCALE)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, required=True, help="samkit safetensors file")
+    parser.add_argument("--variant", default="samkit_tiny", choices=sorted(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("tests/goldens"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    sam = seeded_init_(build_official(VARIANTS["samkit_tiny"]), seed=1)
-    scaled_weights(sam)
+    with safe_open(str(args.weights), "pt") as f:
+        variant = (f.metadata() or {}).get("samkit_variant", args.variant)
+    sam = build_official(VARIANTS[variant])
+    sam.load_state_dict(load_file(str(args.weights)))
     images = [make_image(20 + i, h, w) for i, (h, w) in enumerate(IMAGE_SIZES)]
     results = []
     for config in CONFIGS:
@@ -86,7 +78,7 @@ def main() -> None:
     (args.out / "amg.json").write_text(json.dumps(payload) + "\n")
     np.savez_compressed(args.out / "amg_images.npz", *images)
     state = {k: v.contiguous() for k, v in sam.state_dict().items()}
-    save_file(state, str(args.out / "amg.safetensors"), {"samkit_variant": "samkit_tiny"})
+    save_file(state, str(args.out / "amg.safetensors"), {"samkit_variant": variant})
 
 
 if __name__ == "__main__":
