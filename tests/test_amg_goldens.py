@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from check_amg_goldens import AmgDiff, compare  # noqa: E402
+from check_amg_goldens import AmgDiff, compare
 
 GOLDENS = Path(__file__).parent / "goldens"
 
