@@ -36,7 +36,7 @@ clean:
 # The official segment_anything, in a throwaway venv, for goldens and benchmarks only.
 PEER_VENV ?= .venv-peer
 PEER_SPEC ?= torch==2.14.1 torchvision==0.29.1 segment-anything==1.0 safetensors numpy pillow \
-	pycocotools opencv-python-headless
+	pycocotools opencv-python-headless scikit-image
 
 .PHONY: peer-venv goldens
 peer-venv: $(PEER_VENV)/.installed
