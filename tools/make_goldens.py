@@ -55,7 +55,8 @@ VARIANTS = {
         depth=8,
         heads=6,
         global_idx=(3, 7),
-        size=256,
+        size=128,
+        patch=8,
         window=8,
         prompt=128,
         dec_heads=4,
@@ -78,7 +79,8 @@ VARIANTS = {
 
 
 def build_official(v: dict) -> Sam:
-    grid = v["size"] // 16
+    patch = v.get("patch", 16)
+    grid = v["size"] // patch
     return Sam(
         image_encoder=ImageEncoderViT(
             depth=v["depth"],
@@ -87,7 +89,7 @@ def build_official(v: dict) -> Sam:
             mlp_ratio=4,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
             num_heads=v["heads"],
-            patch_size=16,
+            patch_size=patch,
             qkv_bias=True,
             use_rel_pos=True,
             global_attn_indexes=v["global_idx"],
