@@ -1,0 +1,21 @@
+"""Training SAM with the paper's recipe: losses, interactive prompt simulation, the loop."""
+
+from .config import TrainConfig
+from .losses import dice_loss, focal_loss, iou_loss, mask_iou, mask_loss
+from .prompts import mask_boxes, noisy_boxes, sample_error_points, sample_points_in
+from .trainer import train, validate
+
+__all__ = [
+    "TrainConfig",
+    "dice_loss",
+    "focal_loss",
+    "iou_loss",
+    "mask_boxes",
+    "mask_iou",
+    "mask_loss",
+    "noisy_boxes",
+    "sample_error_points",
+    "sample_points_in",
+    "train",
+    "validate",
+]

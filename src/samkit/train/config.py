@@ -1,0 +1,90 @@
+"""Training hyperparameters: one dataclass, read from one JSON file.
+
+The JSON file names every field; a "notes" object beside them gives the reason for each odd
+value. Unknown or missing fields are errors, so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str  # name in sam_model_registry
+    torch_threads: int
+    seed: int  # model initialisation and per-step prompt sampling
+    train_scene_seed: int  # training scenes: scene i of step i
+    val_scene_seed: int  # held-out scenes, a different seed stream
+    val_scenes: int
+    val_clicks: int
+    scene_size: int  # px, must equal the model's input size
+    masks_per_step: int  # prompts decoded per image, sharing one encoder pass
+    min_rounds: int  # prompt rounds per step, drawn uniformly in [min_rounds, max_rounds]
+    max_rounds: int
+    mask_only_prob: float  # chance that a round after the first adds no point
+    loss_size: int  # px side at which mask losses are computed (a divisor of scene_size)
+    box_prob: float  # chance that a mask's first prompt is a noisy box instead of a point
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    warmup_steps: int
+    total_steps: int
+    lr_milestones: tuple[int, ...]  # steps where the learning rate is multiplied by lr_gamma
+    lr_gamma: float
+    grad_clip: float  # max global gradient norm; 0 disables clipping
+    bf16: bool  # torch.autocast("cpu", bfloat16) for the forward passes
+    freeze_image_encoder: bool  # decoder-only training
+    log_every: int  # steps between log records
+    checkpoint_minutes: float
+    keep_checkpoints: int
+    val_minutes: float
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_rounds <= self.max_rounds:
+            raise ValueError(
+                f"need 1 <= min_rounds <= max_rounds; got {self.min_rounds}, {self.max_rounds}"
+            )
+        if self.masks_per_step < 1 or self.total_steps < 1:
+            raise ValueError("masks_per_step and total_steps must be positive")
+        if list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ValueError(f"lr_milestones must be increasing; got {self.lr_milestones}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(values))
+        if unknown or missing:
+            raise ValueError(f"bad training config: unknown fields {unknown}, missing {missing}")
+        values = dict(values)
+        values["betas"] = tuple(values["betas"])
+        values["lr_milestones"] = tuple(values["lr_milestones"])
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read training config {path}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier at `step`: linear warm-up, then step decay."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return float(self.lr_gamma ** sum(step >= m for m in self.lr_milestones))

@@ -1,0 +1,224 @@
+"""One training step: encode one scene once, then simulate interactive prompting of many of
+its masks at the same time, with a loss at every round.
+
+Per step, each of up to `masks_per_step` masks gets a first prompt (a positive point or a
+noisy box), then corrective points from the error region of the previous prediction, whose
+low-res logits (of the mask with the highest predicted IoU) are fed back as a mask prompt.
+The number of rounds is drawn in [min_rounds, max_rounds] (the paper uses 11, too slow on a
+CPU); a round after the first adds no point with probability `mask_only_prob` (the paper's
+mask-only rounds). Mask losses are computed at `loss_size` pixels (logits resized up,
+targets averaged down to soft targets), which costs far less than the full image size; the
+IoU head's target is the IoU of the full-size mask.
+
+Each round is backpropagated as soon as its loss is known, into a detached copy of the image
+embedding whose gradient is passed through the encoder once at the end: the same gradient
+as one big sum, with only one round's activations in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import Scene
+from ..modeling import Sam
+from .config import TrainConfig
+from .losses import iou_loss, mask_iou, mask_loss
+from .prompts import noisy_boxes, sample_error_points, sample_points_in
+
+
+@dataclass(frozen=True)
+class StepStats:
+    loss: float  # mask loss + IoU loss, averaged over rounds and masks
+    mask_loss: float
+    iou_loss: float
+    first_iou: float  # mean IoU of the chosen mask after the first prompt
+    last_iou: float  # ... after the last round
+    rounds: int
+    masks: int
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one step: a pure function of (seed, step), so resuming is exact."""
+    state = np.random.SeedSequence([seed, step]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def scene_batch(
+    scene: Scene, k: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scene image as (1, 3, H, W) float 0-255 and up to k of its masks, (B, H, W) bool."""
+    image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float()
+    masks = torch.from_numpy(scene.masks)
+    if masks.shape[0] == 0:
+        raise ValueError("scene has no objects to train on")
+    pick = torch.randperm(masks.shape[0], generator=generator)[:k]
+    return image, masks[pick]
+
+
+@functools.cache
+def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) matrix M with M @ x equal to bilinear resizing of x along its first axis
+    (align_corners=False, as F.interpolate and Sam.postprocess_masks). Upsampling a mask as
+    M_h @ x @ M_w.T is a pair of matmuls, far faster to backpropagate on a CPU than
+    F.interpolate."""
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    frac = src - i0
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    m[rows, i0] += 1 - frac
+    m[rows, i1] += frac
+    return m.float()
+
+
+def _autocast(enabled: bool) -> contextlib.AbstractContextManager[None]:
+    if enabled:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(
+    model: Sam, optimizer: torch.optim.Optimizer, scene: Scene, config: TrainConfig, step: int
+) -> StepStats:
+    """Accumulate gradients for `scene` and take one optimizer step (the caller steps the
+    learning-rate scheduler)."""
+    gen = step_generator(config.seed, step)
+    image, targets = scene_batch(scene, config.masks_per_step, gen)
+    if image.shape[-1] != model.img_size or image.shape[-2] != model.img_size:
+        raise ValueError(
+            f"scene is {tuple(image.shape[-2:])} px but the model takes {model.img_size} px "
+            "squares; set scene_size to the model's input size"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    train_encoder = not config.freeze_image_encoder
+    with _autocast(config.bf16), torch.set_grad_enabled(train_encoder):
+        embedding = model.image_encoder(model.preprocess(image[0])[None])  # (1, C, h, w)
+    leaf = embedding.detach().float().requires_grad_(train_encoder)
+    stats = simulate_rounds(model, leaf, targets, gen, config, backward=True)
+    if train_encoder and leaf.grad is not None:
+        embedding.backward(leaf.grad.to(embedding.dtype))
+    if config.grad_clip > 0:
+        params = [p for p in model.parameters() if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    optimizer.step()
+    return stats
+
+
+def simulate_rounds(
+    model: Sam,
+    embedding: torch.Tensor,
+    targets: torch.Tensor,
+    generator: torch.Generator,
+    config: TrainConfig,
+    backward: bool,
+) -> StepStats:
+    """Simulated interactive prompting of (B, H, W) bool `targets` on one image whose
+    (1, C, h, w) `embedding` is given. With `backward`, each round's loss (divided by the
+    number of rounds) is backpropagated before the next round starts."""
+    pe = model.prompt_encoder
+    b, size = targets.shape[0], targets.shape[-1]
+    n_rounds = int(
+        torch.randint(config.min_rounds, config.max_rounds + 1, (1,), generator=generator)
+    )
+    use_box = torch.rand(b, generator=generator) < config.box_prob
+    order = torch.argsort(use_box.int(), stable=True)  # point-started masks first
+    targets = targets[order]
+    n_pt = int((~use_box).sum())
+    tfloat = targets.float()[:, None]  # (B, 1, H, W)
+    loss_size = config.loss_size
+    if size % loss_size:
+        raise ValueError(f"loss_size {loss_size} must divide the scene size {size}")
+    soft = F.avg_pool2d(tfloat, size // loss_size)  # (B, 1, L, L) fraction of object per cell
+    boxes = noisy_boxes(targets[n_pt:], generator)  # (B - n_pt, 4)
+    coords = torch.zeros(b, 0, 2)
+    labels = torch.zeros(b, 0, dtype=torch.int)
+    first = sample_points_in(targets[:n_pt], generator)
+    mask_input: torch.Tensor | None = None
+    pred: torch.Tensor | None = None
+    totals = {"loss": 0.0, "mask": 0.0, "iou": 0.0}
+    first_iou = last_iou = 0.0
+    for r in range(n_rounds):
+        if r > 0 and (float(torch.rand(1, generator=generator)) >= config.mask_only_prob):
+            assert pred is not None
+            new, new_labels = sample_error_points(pred, targets, generator)
+            coords = torch.cat([coords, new[:, None]], dim=1)
+            labels = torch.cat([labels, new_labels[:, None]], dim=1)
+        with _autocast(config.bf16):
+            sparse, dense = [], []
+            if n_pt:  # first point, then corrective points, then a padding point
+                pts = torch.cat([first[:, None], coords[:n_pt]], dim=1)
+                lbl = torch.cat([torch.ones(n_pt, 1, dtype=torch.int), labels[:n_pt]], dim=1)
+                masks_in = None if mask_input is None else mask_input[:n_pt]
+                s, d = pe(points=(pts, lbl), boxes=None, masks=masks_in)
+                sparse.append(s)
+                dense.append(d)
+            if n_pt < b:  # box, then corrective points
+                points = None
+                if coords.shape[1]:
+                    points = (coords[n_pt:], labels[n_pt:])
+                masks_in = None if mask_input is None else mask_input[n_pt:]
+                s, d = pe(points=points, boxes=boxes, masks=masks_in)
+                sparse.append(s)
+                dense.append(d)
+            low, iou_pred = model.mask_decoder.predict_masks(
+                image_embeddings=embedding,
+                image_pe=pe.get_dense_pe(),
+                sparse_prompt_embeddings=torch.cat(sparse),
+                dense_prompt_embeddings=torch.cat(dense),
+            )  # (B, 4, 4h, 4w), (B, 4)
+        # Round 0 of a point prompt is ambiguous: the 3 multimask outputs compete and only
+        # the lowest-loss one is trained; every other prompt uses the single-mask output.
+        groups = [(slice(0, n_pt), slice(1, 4)), (slice(n_pt, b), slice(0, 1))]
+        if r > 0:
+            groups = [(slice(0, b), slice(0, 1))]
+        losses, chosen_low, chosen_pred = [], [], []
+        for rows, toks in groups:
+            if rows.stop == rows.start:
+                continue
+            logits = low[rows, toks].float()  # (n, T, 4h, 4w)
+            resize = resize_matrix(logits.shape[-1], loss_size)
+            per_mask = mask_loss(resize @ logits @ resize.T, soft[rows])  # (n, T)
+            with torch.no_grad():  # full-size masks, as the predictor returns them
+                full = F.interpolate(
+                    logits.flatten(0, 1)[:, None],
+                    (size, size),
+                    mode="bilinear",
+                    align_corners=False,
+                ).reshape(*logits.shape[:2], size, size)  # (n, T, H, W)
+            ious = iou_pred[rows, toks].float()
+            m_loss = per_mask.min(dim=1).values
+            i_loss = iou_loss(ious, full, tfloat[rows]).mean(dim=1)
+            losses.append(torch.stack([m_loss, i_loss], dim=1))  # (n, 2)
+            pick = ious.argmax(dim=1)  # feed back the mask with the highest predicted IoU
+            n = torch.arange(logits.shape[0])
+            chosen_low.append(logits[n, pick].detach())
+            chosen_pred.append(full[n, pick] > 0)
+        per_prompt = torch.cat(losses)  # (B, 2)
+        stats = per_prompt.detach()
+        round_loss = per_prompt.sum(dim=1).mean()
+        if backward:
+            (round_loss / n_rounds).backward()
+        mask_input = torch.cat(chosen_low)[:, None]  # (B, 1, 4h, 4w)
+        pred = torch.cat(chosen_pred)  # (B, H, W)
+        mean_iou = float(mask_iou(pred.float(), tfloat[:, 0]).mean())
+        first_iou = mean_iou if r == 0 else first_iou
+        last_iou = mean_iou
+        totals["loss"] += float(round_loss.detach()) / n_rounds
+        totals["mask"] += float(stats[:, 0].mean()) / n_rounds
+        totals["iou"] += float(stats[:, 1].mean()) / n_rounds
+    return StepStats(
+        loss=totals["loss"],
+        mask_loss=totals["mask"],
+        iou_loss=totals["iou"],
+        first_iou=first_iou,
+        last_iou=last_iou,
+        rounds=n_rounds,
+        masks=b,
+    )

@@ -1,0 +1,230 @@
+"""The training loop: steps, learning-rate schedule, checkpoints, validation and the log.
+
+Everything random in step i comes from (config.seed, i) and training scene i, so a run that
+is killed and resumed from a checkpoint takes exactly the steps it would have taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from .._atomic import atomic_path
+from ..build import sam_model_registry
+from ..data import SyntheticScenes, make_scene
+from ..eval.clicks import click_ious
+from ..modeling import Sam
+from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .step import StepStats, train_step
+
+# Fields that may change between a run and its resumption without changing the steps taken
+# (total_steps only says where to stop: the schedule's milestones are absolute steps).
+OPERATIONAL = {"torch_threads", "log_every", "checkpoint_minutes", "keep_checkpoints",
+               "val_minutes", "val_scenes", "total_steps", "notes"}  # fmt: skip
+
+
+def build_optimizer(model: Sam, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and convolution kernels only (not on norms,
+    biases, embeddings or positional tables)."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_kernel = p.ndim >= 2 and id(p) not in embeddings and "pos" not in name
+        (decay if is_kernel else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def new_model(config: TrainConfig) -> Sam:
+    """The untrained model: its initial weights depend only on `config.seed`."""
+    torch.manual_seed(config.seed)
+    model = sam_model_registry[config.model]()
+    if config.freeze_image_encoder:
+        model.image_encoder.requires_grad_(False)
+    return model.train()
+
+
+@torch.no_grad()
+def validate(model: Sam, config: TrainConfig) -> dict[str, float]:
+    """mIoU after 1..val_clicks protocol clicks over every mask of the held-out scenes, overall
+    and per kind of mask (object / part / group)."""
+    model.eval()
+    rows, kinds = [], []
+    for scene in SyntheticScenes(
+        seed=config.val_scene_seed, n=config.val_scenes, size=config.scene_size
+    ):
+        rows.append(click_ious(model, scene.image, scene.masks, config.val_clicks))
+        kinds += [o.kind for o in scene.objects]
+    model.train()
+    ious = np.concatenate(rows)  # (N, clicks)
+    kind = np.array(kinds)
+    out = {f"miou@{k + 1}": float(ious[:, k].mean()) for k in range(ious.shape[1])}
+    for name in ("object", "part", "group"):
+        if (kind == name).any():
+            for k in (0, ious.shape[1] - 1):
+                out[f"{name}_miou@{k + 1}"] = float(ious[kind == name, k].mean())
+    out["masks"] = len(kind)
+    return out
+
+
+class _Log:
+    """Append-only JSONL log; on resume, records after the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept))
+        elif path.exists():
+            path.unlink()
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[list[bool]]:
+    """Within the block, SIGTERM and SIGINT set flag[0] instead of killing the process, so
+    the loop can save a checkpoint and stop; the previous handlers come back afterwards."""
+    flag = [False]
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        flag[0] = True
+
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signals are delivered to the main thread only
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train(
+    config: TrainConfig, out: Path, *, resume: bool = False, max_steps: int | None = None
+) -> Sam:
+    """Train (or continue training) into folder `out`; stop after `max_steps` steps in this
+    call if given, else at `config.total_steps`. Returns the model."""
+    torch.set_num_threads(config.torch_threads)
+    ckpt_dir = out / "checkpoints"
+    model = new_model(config)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+    step = 0
+    found = latest_checkpoint(ckpt_dir)
+    if found is not None and not resume:
+        raise FileExistsError(f"{out} already holds checkpoints; pass --resume or another --out")
+    if resume and found is not None:
+        state = load_checkpoint(found, model)
+        changed = {
+            k
+            for k, v in config.to_dict().items()
+            if k not in OPERATIONAL and json.loads(json.dumps(v)) != state.config.get(k)
+        }
+        if changed:
+            raise ValueError(f"config differs from the checkpoint's in {sorted(changed)}")
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.torch_rng)
+        step = state.step
+        print(f"resumed from {found} at step {step}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    log = _Log(out / "log.jsonl", step if resume else None)
+    last_step = (
+        config.total_steps if max_steps is None else min(config.total_steps, step + max_steps)
+    )
+
+    def checkpoint() -> None:
+        state = TrainState(
+            step, optimizer.state_dict(), scheduler.state_dict(), torch.get_rng_state(),
+            config.to_dict(),
+        )  # fmt: skip
+        save_checkpoint(ckpt_dir, model, state, keep=config.keep_checkpoints)
+
+    last_ckpt = last_val = time.monotonic()
+    window: list[tuple[StepStats, float]] = []
+    bar = tqdm(total=config.total_steps, initial=step, disable=not sys.stderr.isatty())
+    with _stop_on_signal() as stop:
+        while step < last_step and not stop[0]:
+            started = time.monotonic()
+            scene = make_scene(config.train_scene_seed, step, config.scene_size)
+            stats = train_step(model, optimizer, scene, config, step)
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            window.append((stats, time.monotonic() - started))
+            if step % config.log_every == 0 or step == last_step:
+                record = _summary(window, step, float(scheduler.get_last_lr()[0]))
+                log.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", iou1=f"{record['first_iou']:.2f}")
+                print(json.dumps(record), flush=True)
+                window = []
+            now = time.monotonic()
+            if now - last_ckpt >= 60 * config.checkpoint_minutes:
+                checkpoint()
+                last_ckpt = now
+            if now - last_val >= 60 * config.val_minutes:
+                _validate_and_log(model, config, step, log)
+                last_val = time.monotonic()
+    bar.close()
+    checkpoint()
+    if step >= config.total_steps:
+        _validate_and_log(model, config, step, log)
+        with atomic_path(out / "model.safetensors") as path:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return model
+
+
+def _validate_and_log(model: Sam, config: TrainConfig, step: int, log: _Log) -> None:
+    started = time.monotonic()
+    record = {"type": "val", "step": step, **validate(model, config)}
+    record["seconds"] = round(time.monotonic() - started, 1)
+    log.write(record)
+    print(json.dumps(record), flush=True)
+
+
+def _summary(window: list[tuple[StepStats, float]], step: int, lr: float) -> dict[str, Any]:
+    def mean(name: str) -> float:
+        return float(np.mean([getattr(s, name) for s, _ in window]))
+
+    return {
+        "type": "train",
+        "step": step,
+        "loss": mean("loss"),
+        "mask_loss": mean("mask_loss"),
+        "iou_loss": mean("iou_loss"),
+        "first_iou": mean("first_iou"),
+        "last_iou": mean("last_iou"),
+        "lr": lr,
+        "sec_per_step": float(np.mean([t for _, t in window])),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }

@@ -1,0 +1,197 @@
+"""Training: losses against hand-computed values, prompt simulation, steps and exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samkit.build import sam_model_registry
+from samkit.data import make_scene
+from samkit.train import (
+    TrainConfig,
+    dice_loss,
+    focal_loss,
+    iou_loss,
+    mask_boxes,
+    mask_iou,
+    mask_loss,
+    noisy_boxes,
+    sample_error_points,
+    sample_points_in,
+    train,
+)
+from samkit.train.step import resize_matrix, simulate_rounds, step_generator, train_step
+from samkit.train.trainer import build_optimizer, new_model
+
+CONFIG = Path(__file__).parents[1] / "configs" / "default_model.json"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    # Training runs on 1 thread (as the committed config); on a busy 2-core machine, 2 OpenMP
+    # threads can be many times slower than 1.
+    torch.set_num_threads(1)
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# -- losses ------------------------------------------------------------------------------------
+LOGITS = torch.tensor([[[0.0, 2.0]]])  # (1, 1, 2): one mask of two pixels
+TARGETS = torch.tensor([[[1.0, 0.0]]])
+
+
+def test_focal_loss_by_hand() -> None:
+    # pixel 1: p = 0.5, target 1 -> 0.25 * (1 - 0.5)^2 * ln 2
+    # pixel 2: p = sig(2), target 0 -> 0.75 * p^2 * -ln(1 - p)
+    p = sig(2.0)
+    expected = (0.25 * 0.25 * math.log(2) + 0.75 * p**2 * -math.log(1 - p)) / 2
+    assert focal_loss(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dice_loss_by_hand() -> None:
+    p = sig(2.0)
+    expected = 1 - (2 * 0.5 + 1) / (0.5 + p + 1 + 1)
+    assert dice_loss(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-5)
+    assert mask_loss(LOGITS, TARGETS).item() == pytest.approx(
+        20 * focal_loss(LOGITS, TARGETS).item() + expected, rel=1e-5
+    )
+
+
+def test_iou_loss_by_hand() -> None:
+    logits = torch.tensor([[[1.0, -1.0], [1.0, 1.0]]])  # predicted: 3 pixels
+    target = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # 2 pixels, 1 shared -> IoU 1/4
+    assert mask_iou(logits, target).item() == pytest.approx(0.25)
+    assert iou_loss(torch.tensor([0.5]), logits, target).item() == pytest.approx(0.0625)
+    empty = torch.zeros(1, 2, 2)
+    assert mask_iou(-torch.ones(1, 2, 2), empty).item() == 1.0
+
+
+def test_resize_matrix_matches_interpolate() -> None:
+    x = torch.randn(2, 3, 16, 16)
+    m = resize_matrix(16, 64)
+    expected = F.interpolate(x, (64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(m @ x @ m.T, expected, atol=1e-5)
+
+
+# -- prompt simulation -----------------------------------------------------------------------
+def _masks() -> torch.Tensor:
+    masks = torch.zeros(3, 40, 50, dtype=torch.bool)
+    masks[0, 5:10, 20:30] = True
+    masks[1, 0:40, 0:3] = True
+    masks[2, 17, 33] = True
+    return masks
+
+
+def test_points_land_inside_masks() -> None:
+    masks, gen = _masks(), torch.Generator().manual_seed(0)
+    for _ in range(50):
+        xy = sample_points_in(masks, gen).long()
+        assert masks[torch.arange(3), xy[:, 1], xy[:, 0]].all()
+
+
+def test_error_points_land_in_the_error_region_with_its_label() -> None:
+    target, gen = _masks(), torch.Generator().manual_seed(1)
+    pred = torch.zeros_like(target)
+    pred[0, 5:10, 20:25] = True  # half of object 0: a false negative remains
+    pred[1] = target[1]
+    pred[1, 30:35, 10:20] = True  # object 1 spills over: false positive
+    pred[2] = target[2]  # perfect
+    for _ in range(50):
+        xy, labels = sample_error_points(pred, target, gen)
+        x, y = xy[:, 0].long(), xy[:, 1].long()
+        assert 25 <= x[0] < 30 and 5 <= y[0] < 10 and labels[0] == 1
+        assert 10 <= x[1] < 20 and 30 <= y[1] < 35 and labels[1] == 0
+        assert (x[2], y[2], labels[2]) == (33, 17, 1)
+
+
+def test_boxes_and_their_noise() -> None:
+    masks = torch.zeros(2, 400, 400, dtype=torch.bool)
+    masks[0, 50:350, 20:380] = True  # big: noise std 30-36 px, clipped at 20
+    masks[1, 100:150, 200:300] = True  # small: std 5 px (y) and 10 px (x)
+    tight = mask_boxes(masks)
+    assert tight.tolist() == [[20, 50, 379, 349], [200, 100, 299, 149]]
+    gen = torch.Generator().manual_seed(2)
+    masks = masks.repeat(200, 1, 1)  # 200 draws for each box at once
+    offsets = (noisy_boxes(masks, gen) - tight.repeat(200, 1)).reshape(200, 2, 4)
+    assert offsets.abs().max() <= 20
+    assert offsets[:, 0].abs().max() == pytest.approx(20)  # the clip is reached
+    std = offsets[:, 1].std(dim=0)
+    assert std[0] == pytest.approx(10, rel=0.2) and std[1] == pytest.approx(5, rel=0.2)
+
+
+# -- training ----------------------------------------------------------------------------------
+def tiny_config(**changes: object) -> TrainConfig:
+    config = TrainConfig.load(CONFIG)
+    small = dict(
+        model="samkit_tiny", masks_per_step=3, min_rounds=2, max_rounds=2, lr=2e-3,
+        warmup_steps=1, total_steps=100, lr_milestones=(50,), val_scenes=1, scene_size=256,
+    )  # fmt: skip
+    return dataclasses.replace(config, **{**small, **changes})  # type: ignore[arg-type]
+
+
+def test_committed_config_matches_its_model() -> None:
+    config = TrainConfig.load(CONFIG)
+    model = sam_model_registry[config.model]()
+    assert model.img_size == config.scene_size
+    assert 2e6 < sum(p.numel() for p in model.parameters()) < 6e6
+    assert set(config.notes) <= set(config.to_dict())
+
+
+def test_config_rejects_unknown_fields(tmp_path: Path) -> None:
+    values = json.loads(CONFIG.read_text())
+    values["learning_rate"] = 1.0
+    (tmp_path / "c.json").write_text(json.dumps(values))
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.load(tmp_path / "c.json")
+
+
+def test_learning_rate_schedule() -> None:
+    config = tiny_config(warmup_steps=10, lr_milestones=(50, 80), lr_gamma=0.1)
+    assert config.lr_factor(0) == pytest.approx(0.1)
+    assert config.lr_factor(9) == pytest.approx(1.0)
+    assert config.lr_factor(49) == 1.0
+    assert config.lr_factor(50) == pytest.approx(0.1)
+    assert config.lr_factor(80) == pytest.approx(0.01)
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_scene() -> None:
+    config = tiny_config()
+    model = new_model(config)
+    optimizer = build_optimizer(model, config)
+    scene = make_scene(0, 0, 256)
+
+    def held_out_loss() -> float:
+        image = torch.from_numpy(scene.image).permute(2, 0, 1).float()
+        with torch.no_grad():
+            emb = model.image_encoder(model.preprocess(image)[None])
+        targets = torch.from_numpy(scene.masks[:3])
+        return simulate_rounds(model, emb, targets, step_generator(9, 9), config, False).loss
+
+    before = held_out_loss()
+    for step in range(6):
+        stats = train_step(model, optimizer, scene, config, step)
+        assert math.isfinite(stats.loss) and stats.masks == 3
+    assert held_out_loss() < 0.8 * before
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    config = tiny_config()
+    straight = train(config, tmp_path / "a", max_steps=4)
+    train(config, tmp_path / "b", max_steps=2)
+    resumed = train(config, tmp_path / "b", resume=True, max_steps=2)
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["type"] == "train"] == [2, 4]
+    with pytest.raises(FileExistsError):
+        train(config, tmp_path / "b", max_steps=1)
+    with pytest.raises(ValueError, match="lr"):
+        train(dataclasses.replace(config, lr=1.0), tmp_path / "b", resume=True, max_steps=1)
