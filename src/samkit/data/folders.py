@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class Sample:
     masks: np.ndarray  # (N, H, W) bool, one per annotation, in file order
     ids: list[int]  # annotation ids, parallel to masks
     path: Path  # the image file
+    attributes: list[dict[str, Any]]  # each annotation's other fields (no segmentation)
 
 
 def _stack(masks: list[np.ndarray], h: int, w: int, where: str) -> np.ndarray:
@@ -35,6 +37,10 @@ def _stack(masks: list[np.ndarray], h: int, w: int, where: str) -> np.ndarray:
                 f"{where}: a mask is {mask.shape[0]}x{mask.shape[1]}, the image {h}x{w}"
             )
     return np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
+
+
+def _attributes(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in a.items() if k != "segmentation"} for a in annotations]
 
 
 class SA1BFolder:
@@ -65,7 +71,9 @@ class SA1BFolder:
                 f"is {h}x{w}"
             )
         masks = _stack(sa1b_masks(annotations, name=str(json_path)), h, w, str(json_path))
-        return Sample(image, masks, [int(a["id"]) for a in annotations], image_path)
+        return Sample(
+            image, masks, [int(a["id"]) for a in annotations], image_path, _attributes(annotations)
+        )
 
 
 class CocoInstances:
@@ -97,4 +105,5 @@ class CocoInstances:
         h, w = image.shape[:2]
         anns = self.coco.annotations.get(image_id, [])
         masks = [annotation_to_mask(a, h, w) for a in anns]
-        return Sample(image, _stack(masks, h, w, str(path)), [int(a["id"]) for a in anns], path)
+        ids = [int(a["id"]) for a in anns]
+        return Sample(image, _stack(masks, h, w, str(path)), ids, path, _attributes(anns))

@@ -8,6 +8,8 @@ positive. The image border counts as a boundary. Masks are (H, W) bool; clicks a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -57,14 +59,40 @@ def _iou(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-@torch.no_grad()
-def click_ious(model: Sam, image: np.ndarray, targets: np.ndarray, n_clicks: int = 3) -> np.ndarray:
-    """IoU after each of `n_clicks` protocol clicks, for every target of one image.
+@dataclass
+class ProtocolResult:
+    ious: np.ndarray  # (B, n_clicks) IoU after each click, mask chosen by predicted IoU
+    oracle_first: np.ndarray  # (B,) IoU of the best of the 3 first-click masks
 
-    image: (H, W, 3) uint8 RGB; targets: (B, H, W) bool. The first click uses the three
-    multimask outputs and keeps the one with the highest predicted IoU; later clicks use the
-    single-mask output with all clicks so far and the previous low-res logits as mask input.
-    Returns (B, n_clicks) float IoUs.
+
+def click_ious(model: Sam, image: np.ndarray, targets: np.ndarray, n_clicks: int = 3) -> np.ndarray:
+    """IoU after each of `n_clicks` protocol clicks, (B, n_clicks); see `run_protocol`."""
+    return run_protocol(model, image, targets, n_clicks).ious
+
+
+def random_click(target: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """A uniformly random (X, Y) pixel of a non-empty (H, W) bool target."""
+    ys, xs = np.nonzero(target)
+    i = int(rng.integers(len(xs)))
+    return int(xs[i]), int(ys[i])
+
+
+@torch.no_grad()
+def run_protocol(
+    model: Sam,
+    image: np.ndarray,
+    targets: np.ndarray,
+    n_clicks: int = 3,
+    *,
+    rng: np.random.Generator | None = None,
+) -> ProtocolResult:
+    """Run the click protocol on every target of one image.
+
+    image: (H, W, 3) uint8 RGB; targets: (B, H, W) bool, each non-empty. The first click uses
+    the three multimask outputs and keeps the one with the highest predicted IoU (the oracle
+    keeps the one closest to the target); later clicks use the single-mask output with all
+    clicks so far and the previous low-res logits as mask input. With `rng`, the first click
+    is a random pixel of the target instead of its most interior point.
     """
     predictor = SamPredictor(model)
     predictor.set_image(image)
@@ -76,9 +104,11 @@ def click_ious(model: Sam, image: np.ndarray, targets: np.ndarray, n_clicks: int
     pred = np.zeros_like(targets)
     low_res: torch.Tensor | None = None
     ious = np.zeros((b, n_clicks))
+    oracle = np.zeros(b)
     for k in range(n_clicks):
         if k == 0:
-            clicks = [(*first_click(t), 1) for t in targets]
+            pick = first_click if rng is None else (lambda t: random_click(t, rng))
+            clicks = [(*pick(t), 1) for t in targets]
         else:  # a perfect mask keeps the protocol going with a click on its own interior
             clicks = [
                 next_click(p, t) or (*first_click(t), 1) for p, t in zip(pred, targets, strict=True)
@@ -93,9 +123,13 @@ def click_ious(model: Sam, image: np.ndarray, targets: np.ndarray, n_clicks: int
             mask_input=low_res,
             multimask_output=k == 0,
         )
+        if k == 0:
+            candidates = masks.cpu().numpy()  # (B, 3, H, W)
+            per_mask = np.stack([_iou(candidates[:, j], targets) for j in range(masks.shape[1])])
+            oracle = per_mask.max(axis=0)
         best = scores.argmax(dim=1)  # (B,)
         rows = torch.arange(b)
         pred = masks[rows, best].cpu().numpy()
         low_res = low[rows, best][:, None]  # (B, 1, h, w)
         ious[:, k] = _iou(pred, targets)
-    return ious
+    return ProtocolResult(ious, oracle)

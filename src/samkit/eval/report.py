@@ -1,0 +1,215 @@
+"""mIoU after k clicks over a dataset, per group with 95% confidence intervals (the paper's
+fairness table), written as markdown, CSV and a PNG plot of mIoU against clicks."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .._atomic import atomic_path
+from ..data.folders import Sample
+from ..modeling import Sam
+from .clicks import run_protocol
+
+Z_95 = 1.959964  # two-sided 95% quantile of the normal distribution
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One image and its targets: (H, W, 3) uint8 image, (B, H, W) bool masks, B group names."""
+
+    image: np.ndarray
+    masks: np.ndarray
+    groups: Sequence[str]
+
+
+@dataclass
+class Scores:
+    ious: np.ndarray  # (M, n_clicks) IoU after each click, predicted-IoU choice
+    oracle_first: np.ndarray  # (M,) best-of-3 IoU of the first click
+    groups: list[str]  # (M,) group of each target
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    n: int
+    miou: dict[int, tuple[float, float]]  # clicks -> (mean IoU, 95% CI half-width)
+    oracle_first: tuple[float, float]
+
+
+def evaluate(
+    model: Sam, items: Iterable[EvalItem], n_clicks: int, *, random_first_seed: int | None = None
+) -> Scores:
+    """Run the click protocol on every non-empty target of every item."""
+    rng = None if random_first_seed is None else np.random.default_rng(random_first_seed)
+    ious: list[np.ndarray] = []
+    oracle: list[np.ndarray] = []
+    groups: list[str] = []
+    for item in items:
+        keep = [i for i, m in enumerate(item.masks) if m.any()]
+        if not keep:
+            continue
+        result = run_protocol(model, item.image, item.masks[keep], n_clicks, rng=rng)
+        ious.append(result.ious)
+        oracle.append(result.oracle_first)
+        groups.extend(str(item.groups[i]) for i in keep)
+    if not ious:
+        raise ValueError("no non-empty target masks to evaluate")
+    return Scores(np.concatenate(ious), np.concatenate(oracle), groups)
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its 95% normal-approximation confidence interval."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    sd = float(values.std(ddof=1)) if n > 1 else 0.0
+    return float(values.mean()), Z_95 * sd / math.sqrt(n)
+
+
+def summarize(scores: Scores, clicks: Sequence[int]) -> list[Row]:
+    """One row for all targets, then one per group (sorted), for the requested click counts."""
+    if max(clicks) > scores.ious.shape[1] or min(clicks) < 1:
+        raise ValueError(f"clicks must be within 1..{scores.ious.shape[1]}; got {list(clicks)}")
+    groups = np.array(scores.groups)
+    names = [ALL, *sorted(set(scores.groups) - {ALL})]
+    rows = []
+    for name in names:
+        sel = np.ones(len(groups), bool) if name == ALL else groups == name
+        rows.append(
+            Row(
+                name,
+                int(sel.sum()),
+                {k: mean_ci(scores.ious[sel, k - 1]) for k in clicks},
+                mean_ci(scores.oracle_first[sel]),
+            )
+        )
+    return rows
+
+
+def to_markdown(rows: Sequence[Row]) -> str:
+    clicks = list(rows[0].miou)
+    head = ["group", "n", *(f"mIoU@{k}" for k in clicks), "oracle@1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.group, str(r.n), *(_pm(*r.miou[k]) for k in clicks), _pm(*r.oracle_first)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
+    clicks = list(rows[0].miou)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "group",
+                "n",
+                *(f"miou@{k}" for k in clicks),
+                *(f"ci95@{k}" for k in clicks),
+                "oracle@1",
+                "oracle_ci95@1",
+            ]
+        )
+        for r in rows:
+            writer.writerow(
+                [
+                    r.group,
+                    r.n,
+                    *(f"{r.miou[k][0]:.4f}" for k in clicks),
+                    *(f"{r.miou[k][1]:.4f}" for k in clicks),
+                    f"{r.oracle_first[0]:.4f}",
+                    f"{r.oracle_first[1]:.4f}",
+                ]
+            )
+
+
+def _pm(mean: float, half: float) -> str:
+    return f"{mean:.3f} ± {half:.3f}"
+
+
+PLOT_COLOURS = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+]
+
+
+def plot_png(
+    rows: Sequence[Row], path: str | os.PathLike[str], size: tuple[int, int] = (640, 420)
+) -> None:
+    """mIoU (with 95% CI bars) against clicks, one line per group, drawn with Pillow."""
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    left, right, top, bottom = 60, 150, 20, 50
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    clicks = list(rows[0].miou)
+    x_of = {
+        k: left + (w - left - right) * (i / max(1, len(clicks) - 1)) for i, k in enumerate(clicks)
+    }
+
+    def y_of(v: float) -> float:
+        return top + (h - top - bottom) * (1.0 - v)
+
+    draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
+    for tick in np.linspace(0, 1, 6):
+        draw.line([(left - 4, y_of(tick)), (left, y_of(tick))], fill="black")
+        draw.text((left - 34, y_of(tick) - 6), f"{tick:.1f}", fill="black")
+    for k, x in x_of.items():
+        draw.text((x - 3, h - bottom + 6), str(k), fill="black")
+    draw.text(((left + w - right) / 2 - 20, h - 22), "clicks", fill="black")
+    draw.text((4, top - 14), "mIoU", fill="black")
+    for i, row in enumerate(rows):
+        colour = PLOT_COLOURS[i % len(PLOT_COLOURS)]
+        points = [(x_of[k], y_of(row.miou[k][0])) for k in clicks]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for k, (x, y) in zip(clicks, points, strict=True):
+            half = row.miou[k][1]
+            draw.line(
+                [(x, y_of(row.miou[k][0] - half)), (x, y_of(row.miou[k][0] + half))], fill=colour
+            )
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+        draw.text((w - right + 10, top + 16 * i), f"{row.group} (n={row.n})", fill=colour)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def synthetic_items(seed: int, n: int, size: int) -> Iterable[EvalItem]:
+    """Held-out synthetic scenes, each target grouped by its kind (object, part, group)."""
+    from ..data.synthetic import make_scene
+
+    for i in range(n):
+        scene = make_scene(seed, i, size)
+        yield EvalItem(scene.image, scene.masks, [o.kind for o in scene.objects])
+
+
+class SampleSource(Protocol):
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+def dataset_items(dataset: SampleSource, group_by: str | None) -> Iterable[EvalItem]:
+    """Samples of an SA1BFolder / CocoInstances; the group is the annotation field `group_by`
+    (e.g. category_id), or "all" when None."""
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        groups = [
+            ALL if group_by is None else str(a.get(group_by, "missing")) for a in sample.attributes
+        ]
+        yield EvalItem(sample.image, sample.masks, groups)
