@@ -75,12 +75,13 @@ def time_it(fn, repeats: int) -> tuple[float, object]:
 
 def masks_match(a: list[dict], b: list[dict], need: float = 0.99) -> tuple[int, int]:
     """(official masks unmatched, samkit masks unmatched) at IoU >= need."""
+    from check_amg_goldens import iou_matrix
+
     if not a or not b:
         return len(a), len(b)
-    fa = np.stack([r["segmentation"].ravel() for r in a]).astype(np.float32)
-    fb = np.stack([r["segmentation"].ravel() for r in b]).astype(np.float32)
-    inter = fa @ fb.T
-    iou = inter / (fa.sum(1)[:, None] + fb.sum(1)[None] - inter + 1e-9)
+    iou = iou_matrix(
+        np.stack([r["segmentation"] for r in a]), np.stack([r["segmentation"] for r in b])
+    )
     return int((iou.max(1) < need).sum()), int((iou.max(0) < need).sum())
 
 

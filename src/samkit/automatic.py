@@ -212,13 +212,14 @@ class SamAutomaticMaskGenerator:
         orig_size: tuple[int, int],
     ) -> _Masks:
         predictor, model = self.predictor, self.predictor.model
-        state = predictor._require_image()
+        features, input_size = predictor.get_image_embedding(), predictor.input_size
+        assert input_size is not None
         coords = predictor.transform.apply_coords(points, crop_size)
         in_points = torch.as_tensor(coords, device=predictor.device)[:, None, :]  # (B, 1, 2)
         in_labels = torch.ones(in_points.shape[:2], dtype=torch.int, device=predictor.device)
         sparse, dense = model.prompt_encoder(points=(in_points, in_labels), boxes=None, masks=None)
         low_res, iou_preds = model.mask_decoder(
-            image_embeddings=state.features,
+            image_embeddings=features,
             image_pe=model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
@@ -235,7 +236,7 @@ class SamAutomaticMaskGenerator:
         chunk = max(1, CHUNK_BYTES // (4 * (size * size + h * w)))
         for start in range(0, len(keep), chunk):
             idx = keep[start : start + chunk]
-            logits = model.postprocess_masks(low_res[idx, None], state.input_size, crop_size)
+            logits = model.postprocess_masks(low_res[idx, None], input_size, crop_size)
             local, rles, boxes, stability = self._filter_chunk(
                 logits[:, 0].float(), crop_box, orig_size
             )

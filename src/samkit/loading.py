@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
     return model.to(device or "cpu").eval()
 
 
+@functools.cache
+def _variant_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """State-dict key -> shape of a registry variant (built once, on the meta device)."""
+    with torch.device("meta"):
+        model = sam_model_registry[name]()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def detect_variant(state_dict: dict[str, torch.Tensor], path: Path | None = None) -> str:
     """Name of the registry variant whose parameter names and shapes equal `state_dict`'s."""
     from .checkpoints import read_metadata
@@ -58,12 +67,8 @@ def detect_variant(state_dict: dict[str, torch.Tensor], path: Path | None = None
         if named in sam_model_registry:
             return named
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-    for name, builder in sam_model_registry.items():
-        if name == "default":
-            continue
-        with torch.device("meta"):
-            model = builder()
-        if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
+    for name in sam_model_registry:
+        if name != "default" and _variant_shapes(name) == shapes:
             return name
     where = f" in {path}" if path is not None else ""
     raise ValueError(

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .io.images import IMAGE_SUFFIXES
+
 FORMATS = ("sa1b", "coco", "png", "yolo")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
 LIST_SUFFIXES = {".txt", ".lst"}
 PARTS = ".parts"  # per-image SA-1B files from which the COCO file is assembled
 

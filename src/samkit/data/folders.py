@@ -16,9 +16,8 @@ import numpy as np
 
 from ..io import load_image
 from ..io.coco import annotation_to_mask, read_coco
+from ..io.images import IMAGE_SUFFIXES
 from ..io.sa1b import read_sa1b, sa1b_masks
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)

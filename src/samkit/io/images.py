@@ -33,6 +33,11 @@ from typing import IO, TypeAlias
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# File suffixes taken as images when a folder is searched (runner inputs, SA-1B folders).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
+)
+
 # 200 megapixels: 8x a 24 MP (6000x4000) camera frame and 2x a 100 MP aerial frame, while the
 # decoded RGB array stays at 600 MB. Pillow's own default (Image.MAX_IMAGE_PIXELS, 89.5 MP, an
 # error only above 179 MP) would turn away large aerial and scanned images, which are a
