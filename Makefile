@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,17 @@ demo: $(STAMP)
 	$(BIN)/samkit segment examples/shapes.png --model samkit_tiny --point 96,80 \
 		--multimask --out out/demo_mask.png --overlay out/demo_overlay.png
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The annotator's end-to-end test drives Debian's chromium through its chromedriver; install
+# them where apt-get can (as root, or with sudo). Elsewhere that one test is skipped.
+APT := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+browser:
+	@test -x /usr/bin/chromedriver || ! command -v apt-get >/dev/null || \
+		$(APT) install -y -q chromium chromium-driver || \
+		($(APT) update -q && $(APT) install -y -q chromium chromium-driver)
+	@test -x /usr/bin/chromedriver || echo "note: no /usr/bin/chromedriver; the browser test will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools benchmarks

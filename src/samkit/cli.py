@@ -18,6 +18,7 @@ examples:
   samkit weights list
   samkit weights get vit_b
   samkit weights convert sam_vit_b_01ec64.pth sam_vit_b.safetensors
+  samkit serve photos/ --model vit_b
 """
 
 
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_amg(sub)
     _add_eval(sub)
     _add_weights(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -332,6 +334,65 @@ def _weights_convert(args: argparse.Namespace) -> int:
 
     convert(args.src, args.dst)
     print(f"wrote {args.dst}")
+    return 0
+
+
+# -- serve ---------------------------------------------------------------------------------
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="interactive web annotator and HTTP API over a folder of images",
+        description="Serve the annotator page and its JSON API (OpenAPI schema at /docs). "
+        "Annotations are autosaved in FOLDER/.samkit/; exports go to FOLDER/.samkit/export/.",
+        epilog="examples:\n  samkit serve photos/ --model vit_b\n"
+        "  samkit serve photos/ --model samkit_tiny --port 8080 --host 0.0.0.0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", nargs="?", default=".", help="folder of images (default: here)")
+    p.add_argument(
+        "--model", default="samkit_default", help="model name or weights file (samkit_default)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
+    )
+    p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.add_argument("--max-pixels", type=int, default=200_000_000, help="largest image (pixels)")
+    p.add_argument("--max-body-mb", type=int, default=64, help="largest request body (MiB)")
+    p.add_argument("--cache-mb", type=int, default=1024, help="image embedding cache (MiB)")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import load
+
+    try:
+        from .serve import create_app, run
+    except ImportError as err:
+        raise RuntimeError(
+            f"samkit serve needs the serve extra: pip install 'samkit[serve]' ({err})"
+        ) from err
+
+    try:
+        model = load(args.model, device=args.device)
+    except ValueError as err:
+        if args.model != "samkit_default":
+            raise
+        raise ValueError(
+            f"{err}. The bundled samkit_default weights are not available in this install "
+            "yet: pass --model vit_b (official weights) or a weights file, or --model "
+            "samkit_tiny to try the annotator with seeded, untrained weights"
+        ) from err
+    app = create_app(
+        args.folder,
+        model,
+        model_name=args.model,
+        max_body_bytes=args.max_body_mb << 20,
+        max_pixels=args.max_pixels,
+        cache_bytes=args.cache_mb << 20,
+    )
+    print(f"samkit annotator: http://{args.host}:{args.port}/  (API docs at /docs)")
+    run(app, host=args.host, port=args.port)
     return 0
 
 

@@ -1,0 +1,233 @@
+"""The HTTP API and the annotator page. Thin: parse, call `Project`/`Engine`, format.
+
+Endpoints (all JSON unless said; the OpenAPI schema is at /openapi.json, docs at /docs):
+    GET    /                                  the annotator page (static files under /static)
+    GET    /api/info                          model, limits, export formats
+    GET    /api/images                        images of the folder, with annotation counts
+    POST   /api/images                        upload an image (multipart field "file")
+    GET    /api/images/{id}                   one image's info
+    GET    /api/images/{id}/image             the image as the model sees it (JPEG, upright)
+    POST   /api/images/{id}/embed             compute (or find cached) the embedding
+    POST   /api/images/{id}/predict           prompts -> 3 (or 1) candidate masks
+    POST   /api/images/{id}/everything        automatic mask generation
+    GET    /api/images/{id}/annotations       list          POST  add one
+    PATCH  /api/images/{id}/annotations/{n}   relabel       DELETE remove one
+    POST   /api/export                        write the folder's export under .samkit/export
+    GET    /api/export/{format}.zip           the same export as a zip download
+Errors are 4xx JSON `{"detail": "what was wrong and what to do"}`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, File, HTTPException, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from .. import __version__
+from ..io import DEFAULT_MAX_PIXELS
+from ..modeling import Sam
+from ..rle import mask_to_rle
+from .engine import Engine
+from .export import FORMATS, ExportSummary, export_project
+from .limits import BodyLimit
+from .project import NotFound, Project
+from .schemas import (
+    AnnotationCreate,
+    AnnotationUpdate,
+    EverythingRequest,
+    ExportRequest,
+    PredictRequest,
+)
+
+STATIC = Path(__file__).parent / "static"
+DEFAULT_MAX_BODY = 64 << 20  # 64 MiB: a large camera JPEG, or the RLE of a 200 MP mask
+
+
+def create_app(
+    folder: str | Path,
+    model: Sam,
+    *,
+    model_name: str = "custom",
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    cache_bytes: int = 1 << 30,
+) -> FastAPI:
+    """The annotator app for the images in `folder`, prompting `model`."""
+    project = Project(folder, max_pixels=max_pixels)
+    engine = Engine(model, cache_bytes=cache_bytes)
+    app = FastAPI(
+        title="samkit annotator",
+        version=__version__,
+        description="Segment Anything over HTTP: embed once, then prompt for masks.",
+    )
+    app.state.project, app.state.engine = project, engine
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(ValueError)
+    async def _bad_input(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The inputs are left out: they may be huge, or NaN, which JSON cannot carry.
+        errors = [
+            {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        text = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+        return JSONResponse({"detail": text, "errors": errors}, status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "model": model_name,
+            "model_input_size": model.image_encoder.img_size,
+            "max_body_bytes": max_body_bytes,
+            "max_pixels": max_pixels,
+            "formats": list(FORMATS),
+        }
+
+    def describe(image_id: str) -> dict[str, Any]:
+        entry = project.get(image_id)
+        width, height = project.size(image_id)
+        return {
+            "id": entry.id,
+            "file_name": entry.file_name,
+            "width": width,
+            "height": height,
+            "annotations": len(project.annotations(image_id)),
+            "embedded": image_id in engine.embeddings,
+        }
+
+    @app.get("/api/images")
+    def list_images() -> list[dict[str, Any]]:
+        return [describe(entry.id) for entry in project.images()]
+
+    @app.post("/api/images", status_code=201)
+    def upload(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 (FastAPI idiom)
+        data = file.file.read()
+        return describe(project.add_upload(data).id)
+
+    @app.get("/api/images/{image_id}")
+    def image_info(image_id: str) -> dict[str, Any]:
+        return describe(image_id)
+
+    @app.get("/api/images/{image_id}/image", response_class=Response)
+    def image_pixels(image_id: str) -> Response:
+        buf = io.BytesIO()
+        Image.fromarray(project.load(image_id)).save(buf, format="JPEG", quality=92)
+        return Response(buf.getvalue(), media_type="image/jpeg")
+
+    @app.post("/api/images/{image_id}/embed")
+    def embed(image_id: str) -> dict[str, Any]:
+        start = time.perf_counter()
+        _, cached = engine.embed(image_id, lambda: project.load(image_id))
+        return {"cached": cached, "seconds": time.perf_counter() - start}
+
+    @app.post("/api/images/{image_id}/predict")
+    def predict(image_id: str, body: PredictRequest) -> dict[str, Any]:
+        if body.points is None and body.box is None:
+            raise ValueError("give at least one prompt: points (with labels) or a box")
+        ref = body.mask_input
+        pred = engine.predict(
+            image_id,
+            lambda: project.load(image_id),
+            point_coords=None if body.points is None else np.array(body.points, dtype=float),
+            point_labels=None if body.labels is None else np.array(body.labels),
+            box=None if body.box is None else np.array(body.box, dtype=float),
+            mask_from=None if ref is None else (ref.token, ref.index),
+            multimask_output=body.multimask,
+        )
+        rles = mask_to_rle(torch.from_numpy(pred.masks))
+        masks = [
+            {
+                "segmentation": rle,
+                "predicted_iou": float(score),
+                "stability_score": float(stab),
+                "area": int(mask.sum()),
+            }
+            for rle, score, stab, mask in zip(
+                rles, pred.scores, pred.stability, pred.masks, strict=True
+            )
+        ]
+        best = int(np.argmax(pred.scores))
+        return {"token": pred.token, "masks": masks, "best": best, "model_ms": pred.seconds * 1e3}
+
+    @app.post("/api/images/{image_id}/everything")
+    def everything(image_id: str, body: EverythingRequest) -> dict[str, Any]:
+        options = body.model_dump()
+        max_masks = options.pop("max_masks")
+        start = time.perf_counter()
+        records = engine.everything(lambda: project.load(image_id), **options)
+        records.sort(key=lambda r: -r["predicted_iou"])
+        keys = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords")
+        masks = [{k: r[k] for k in keys} for r in records[:max_masks]]
+        return {"masks": masks, "found": len(records), "seconds": time.perf_counter() - start}
+
+    @app.get("/api/images/{image_id}/annotations")
+    def list_annotations(image_id: str) -> list[dict[str, Any]]:
+        return project.annotations(image_id)
+
+    @app.post("/api/images/{image_id}/annotations", status_code=201)
+    def add_annotation(image_id: str, body: AnnotationCreate) -> dict[str, Any]:
+        return project.add_annotation(image_id, body.model_dump(exclude_none=True))
+
+    @app.patch("/api/images/{image_id}/annotations/{ann_id}")
+    def relabel(image_id: str, ann_id: int, body: AnnotationUpdate) -> dict[str, Any]:
+        return project.update_annotation(image_id, ann_id, body.label)
+
+    @app.delete("/api/images/{image_id}/annotations/{ann_id}", status_code=204)
+    def delete_annotation(image_id: str, ann_id: int) -> Response:
+        project.delete_annotation(image_id, ann_id)
+        return Response(status_code=204)
+
+    def run_export(fmt: str) -> ExportSummary:
+        return export_project(project, fmt, project.state_dir / "export" / fmt)
+
+    @app.post("/api/export")
+    def export(body: ExportRequest) -> dict[str, Any]:
+        summary = run_export(body.format)
+        files = sorted(p.relative_to(project.folder).as_posix() for p in summary.folder.rglob("*"))
+        return {
+            "format": summary.format,
+            "folder": summary.folder.relative_to(project.folder).as_posix(),
+            "files": [f for f in files if (project.folder / f).is_file()],
+            "images": summary.images,
+            "annotations": summary.annotations,
+            "labels": summary.labels,
+        }
+
+    @app.get("/api/export/{fmt}.zip", response_class=Response)
+    def export_zip(fmt: str) -> Response:
+        if fmt not in FORMATS:
+            raise HTTPException(404, f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
+        folder = run_export(fmt).folder
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(folder).as_posix())
+        headers = {"Content-Disposition": f'attachment; filename="samkit-{fmt}.zip"'}
+        return Response(buf.getvalue(), media_type="application/zip", headers=headers)
+
+    return app

@@ -1,0 +1,119 @@
+"""Export a project's annotations in the formats `samkit amg` writes, with their labels.
+
+Layouts (under the export folder, `<folder>/.samkit/export/<format>/` from the server):
+- coco: `annotations.json`, one category per label (ids 1.. in label order).
+- sa1b: `<image path without suffix>.json` per annotated image (SA-1B has no labels; the
+  label is added to each annotation as `label`).
+- png:  `<image path without suffix>/` with `{i}.png`, `metadata.csv` and `labels.png`, as
+  `samkit amg --format png`; plus `labels.txt`, the label of mask `i` on line `i`.
+- yolo: `labels/<image path without suffix>.txt` and `classes.txt` (class `i` on line `i`).
+Only images with at least one annotation are exported. The folder is built next to its
+target and swapped in, so a reader sees the previous export or the new one, whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..io.coco import CocoWriter
+from ..io.png import write_label_map, write_png_folder
+from ..io.sa1b import write_sa1b
+from ..io.yolo import write_yolo
+from ..runner import output_path
+from .project import Project
+
+FORMATS = ("coco", "sa1b", "png", "yolo")
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    format: str
+    folder: Path
+    images: int
+    annotations: int
+    labels: list[str]
+
+
+def export_project(project: Project, fmt: str, out_dir: str | os.PathLike[str]) -> ExportSummary:
+    """Write every annotated image of `project` in format `fmt` to `out_dir` (replaced)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    items = []
+    for entry in project.images():
+        anns = project.annotations(entry.id)
+        if anns:
+            width, height = project.size(entry.id)
+            items.append((entry.file_name, width, height, anns))
+    labels = sorted({a["label"] for *_, anns in items for a in anns})
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        _write(fmt, tmp, items, labels)
+        _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportSummary(fmt, out, len(items), sum(len(i[3]) for i in items), labels)
+
+
+def _write(fmt: str, out: Path, items: list[Any], labels: list[str]) -> None:
+    class_of = {label: i for i, label in enumerate(labels)}
+    writer = CocoWriter(categories=[{"id": i + 1, "name": n} for i, n in enumerate(labels)])
+    for image_id, (file_name, width, height, anns) in enumerate(items, start=1):
+        key = file_name.rsplit(".", 1)[0]
+        records = [_record(a, width, height) for a in anns]
+        if fmt == "coco":
+            writer.add_image(file_name, width, height, records)
+            for ann, a in zip(writer.annotations[-len(anns) :], anns, strict=True):
+                ann["category_id"] = class_of[a["label"]] + 1
+        elif fmt == "sa1b":
+            info = {"image_id": image_id, "width": width, "height": height, "file_name": file_name}
+            target = output_path(out, fmt, key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_sa1b(target, records, image=info, first_id=1)
+            _add_labels(target, anns)
+        elif fmt == "png":
+            target = output_path(out, fmt, key)
+            write_png_folder(target, records)
+            write_label_map(target / "labels.png", records, height, width)
+            (target / "labels.txt").write_text("".join(f"{a['label']}\n" for a in anns))
+        else:
+            target = out / "labels" / f"{key}.txt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_yolo(target, records, height, width, [class_of[a["label"]] for a in anns])
+    if fmt == "coco":
+        writer.write(out / "annotations.json")
+    elif fmt == "yolo":
+        (out / "classes.txt").write_text("".join(f"{label}\n" for label in labels))
+
+
+def _record(ann: dict[str, Any], width: int, height: int) -> dict[str, Any]:
+    """A stored annotation as an AMG-style record (the whole image is its crop box)."""
+    fields = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords")
+    return {**{k: ann[k] for k in fields}, "crop_box": [0, 0, width, height]}
+
+
+def _add_labels(path: Path, anns: list[dict[str, Any]]) -> None:
+    from ..io._records import read_json, write_json
+
+    doc = read_json(path)
+    for written, ann in zip(doc["annotations"], anns, strict=True):
+        written["label"] = ann["label"]
+    write_json(path, doc)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put folder `new` at `target`, removing what was there."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old.tmp")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,221 @@
+"""The annotator's project: a folder of images, their opaque ids, uploads and annotations.
+
+Images are the files under the folder with an image suffix (recursively, hidden folders
+skipped). An image's id is a hash of its path relative to the folder: opaque to clients,
+stable across restarts, and never turned back into a path (ids are looked up in the scan).
+
+Annotations are autosaved per image in `<folder>/.samkit/annotations/<id>.json`, rewritten
+atomically after every change, so reopening the folder resumes where it was left:
+
+    {"file_name": "sub/a.jpg", "width": W, "height": H, "next_id": 4,
+     "annotations": [{"id": 1, "label": "cat", "segmentation": {"size": [H, W], "counts": str},
+                      "area": int, "bbox": [x, y, w, h], "predicted_iou": float,
+                      "stability_score": float, "point_coords": [[x, y]]}, ...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .._atomic import atomic_path
+from ..io import DEFAULT_MAX_PIXELS, image_size, load_image
+from ..io._records import read_json, record_rle, write_json
+from ..io.images import IMAGE_SUFFIXES
+from ..rle import decode_coco_rle
+
+STATE_DIR = ".samkit"
+MAX_LABEL_CHARS = 100
+# Upload formats kept as they are; anything else Pillow reads is stored re-encoded as PNG.
+_KEEP_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+
+
+class NotFound(KeyError):
+    """An image or annotation id that the project does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    id: str
+    path: Path
+    file_name: str  # POSIX path relative to the project folder
+
+
+def image_id(file_name: str) -> str:
+    """The opaque id of the image at `file_name` (relative POSIX path)."""
+    return hashlib.sha256(file_name.encode("utf-8")).hexdigest()[:16]
+
+
+class Project:
+    def __init__(self, folder: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        """Annotate the images in `folder` (created when missing; uploads are stored there)."""
+        self.folder = Path(folder).resolve()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.state_dir = self.folder / STATE_DIR
+        self.max_pixels = max_pixels
+        self._entries: dict[str, ImageEntry] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self._lock = threading.RLock()  # guards the scan and every annotation file
+
+    # -- images -----------------------------------------------------------------------------
+    def images(self) -> list[ImageEntry]:
+        """Rescan the folder; entries sorted by file name."""
+        found: dict[str, ImageEntry] = {}
+        for path in sorted(self.folder.rglob("*")):
+            rel = path.relative_to(self.folder)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                name = rel.as_posix()
+                found[image_id(name)] = ImageEntry(image_id(name), path, name)
+        with self._lock:
+            self._entries = found
+        return list(found.values())
+
+    def get(self, image_id: str) -> ImageEntry:
+        with self._lock:
+            entry = self._entries.get(image_id)
+        if entry is None:
+            entry = {e.id: e for e in self.images()}.get(image_id)
+        if entry is None:
+            raise NotFound(f"no image with id {image_id!r}; list them with GET /api/images")
+        return entry
+
+    def size(self, image_id: str) -> tuple[int, int]:
+        """(width, height) as `load_image` gives it (EXIF orientation applied)."""
+        with self._lock:
+            size = self._sizes.get(image_id)
+        if size is None:
+            size = image_size(self.get(image_id).path)
+            with self._lock:
+                self._sizes[image_id] = size
+        return size
+
+    def load(self, image_id: str) -> np.ndarray:
+        """The image as HxWx3 uint8 RGB, through the pixel limit."""
+        entry = self.get(image_id)
+        return load_image(entry.path, max_pixels=self.max_pixels, name=entry.file_name)
+
+    def add_upload(self, data: bytes) -> ImageEntry:
+        """Store uploaded image bytes (checked by `load_image`) as `upload-<hash>.<ext>`.
+
+        The name comes from the content, never from the client; uploading the same bytes twice
+        gives the same image.
+        """
+        rgb = load_image(data, max_pixels=self.max_pixels, name="upload")
+        with Image.open(io.BytesIO(data)) as img:
+            suffix = _KEEP_FORMATS.get(str(img.format))
+        name = f"upload-{hashlib.sha256(data).hexdigest()[:16]}{suffix or '.png'}"
+        path = self.folder / name
+        if not path.exists():
+            with atomic_path(path) as tmp:
+                if suffix is None:
+                    Image.fromarray(rgb).save(tmp, format="PNG")
+                else:
+                    tmp.write_bytes(data)
+        entry = ImageEntry(image_id(name), path, name)
+        with self._lock:
+            self._entries[entry.id] = entry
+        return entry
+
+    # -- annotations ------------------------------------------------------------------------
+    def annotations(self, image_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._read(image_id)["annotations"]
+
+    def add_annotation(self, image_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Check and store one annotation; returns it with its new id.
+
+        fields: `label` (str), `segmentation` (COCO RLE, compressed or not, of the image's
+        size), optional `predicted_iou`, `stability_score` and `point_coords` ([[x, y]]).
+        """
+        width, height = self.size(image_id)
+        record = _annotation(fields, (height, width))
+        with self._lock:
+            doc = self._read(image_id)
+            record = {"id": doc["next_id"], **record}
+            doc["next_id"] += 1
+            doc["annotations"].append(record)
+            self._write(image_id, doc)
+        return record
+
+    def update_annotation(self, image_id: str, ann_id: int, label: str) -> dict[str, Any]:
+        with self._lock:
+            doc = self._read(image_id)
+            record = _find(doc, ann_id)
+            record["label"] = check_label(label)
+            self._write(image_id, doc)
+        return record
+
+    def delete_annotation(self, image_id: str, ann_id: int) -> None:
+        with self._lock:
+            doc = self._read(image_id)
+            doc["annotations"].remove(_find(doc, ann_id))
+            self._write(image_id, doc)
+
+    def _path(self, image_id: str) -> Path:
+        return self.state_dir / "annotations" / f"{image_id}.json"  # ids are hex, from our scan
+
+    def _read(self, image_id: str) -> dict[str, Any]:
+        entry = self.get(image_id)
+        path = self._path(entry.id)
+        if path.exists():
+            doc: dict[str, Any] = read_json(path)
+            return doc
+        width, height = self.size(image_id)
+        return {
+            "file_name": entry.file_name,
+            "width": width,
+            "height": height,
+            "next_id": 1,
+            "annotations": [],
+        }
+
+    def _write(self, image_id: str, doc: dict[str, Any]) -> None:
+        write_json(self._path(image_id), doc)
+
+
+def check_label(label: Any) -> str:
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError("label must be a non-empty string")
+    label = label.strip()
+    if len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        raise ValueError(f"label must be at most {MAX_LABEL_CHARS} printable characters")
+    return label
+
+
+def _find(doc: dict[str, Any], ann_id: int) -> dict[str, Any]:
+    for record in doc["annotations"]:
+        if record["id"] == ann_id:
+            return record
+    raise NotFound(f"no annotation with id {ann_id} on image {doc['file_name']!r}")
+
+
+def _annotation(fields: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any]:
+    """A stored annotation (compressed RLE, area, tight XYWH box) from the client's fields."""
+    rle = record_rle({"segmentation": fields.get("segmentation")}, "segmentation", shape)
+    mask = decode_coco_rle(rle)  # decodes, so a malformed RLE fails here and not at export
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        raise ValueError("segmentation is empty; an annotation needs at least one pixel")
+    x0, y0 = float(xs.min()), float(ys.min())
+    points = fields.get("point_coords") or [[float(xs.mean()), float(ys.mean())]]
+    return {
+        "label": check_label(fields.get("label")),
+        "segmentation": rle,
+        "area": int(xs.size),
+        "bbox": [x0, y0, float(xs.max()) - x0 + 1, float(ys.max()) - y0 + 1],
+        "predicted_iou": float(fields.get("predicted_iou") or 0.0),
+        "stability_score": float(fields.get("stability_score") or 0.0),
+        "point_coords": [[float(x), float(y)] for x, y in points],
+    }

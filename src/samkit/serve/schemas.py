@@ -1,0 +1,63 @@
+"""Request bodies of the annotator API (pydantic models, shown in the OpenAPI schema).
+
+Coordinates are image pixels of the original image: points (X, Y), boxes XYXY. Non-finite
+numbers are refused here; shapes, labels and image bounds by `samkit.prompts.validate`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class MaskRef(_Body):
+    """Candidate `index` of the earlier prediction named `token` (its low-res logits)."""
+
+    token: str = Field(max_length=64)
+    index: int = Field(ge=0)
+
+
+class PredictRequest(_Body):
+    points: list[tuple[float, float]] | None = Field(
+        default=None, max_length=256, description="(X, Y) pixels"
+    )
+    labels: list[int] | None = Field(
+        default=None, max_length=256, description="1 foreground, 0 background, per point"
+    )
+    box: tuple[float, float, float, float] | None = Field(default=None, description="XYXY")
+    mask_input: MaskRef | None = Field(
+        default=None, description="feed back a previous prediction's candidate as a mask prompt"
+    )
+    multimask: bool = Field(default=True, description="3 candidates (True) or 1")
+
+
+class EverythingRequest(_Body):
+    points_per_side: int = Field(default=32, ge=1, le=64)
+    pred_iou_thresh: float = Field(default=0.88, ge=0.0, le=1.0)
+    stability_score_thresh: float = Field(default=0.95, ge=0.0, le=1.0)
+    box_nms_thresh: float = Field(default=0.7, ge=0.0, le=1.0)
+    min_mask_region_area: int = Field(default=0, ge=0)
+    max_masks: int = Field(default=200, ge=1, le=1000, description="largest-IoU masks returned")
+
+
+class AnnotationCreate(_Body):
+    label: str = Field(max_length=100)
+    segmentation: dict[str, Any] = Field(
+        description='COCO RLE of the whole image: {"size": [H, W], "counts": str or [int]}'
+    )
+    predicted_iou: float | None = None
+    stability_score: float | None = None
+    point_coords: list[tuple[float, float]] | None = Field(default=None, max_length=256)
+
+
+class AnnotationUpdate(_Body):
+    label: str = Field(max_length=100)
+
+
+class ExportRequest(_Body):
+    format: Literal["coco", "sa1b", "png", "yolo"] = "coco"

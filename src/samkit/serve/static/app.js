@@ -1,0 +1,306 @@
+// The annotator: one image at a time, prompts -> masks from the API, accepted objects saved.
+// State lives in `S`; every change calls render(). Tests read window.samkit and
+// document.body.dataset.state ("loading", "embedding", "ready", "predicting", "error").
+import { api } from "./api.js";
+import { color, maskCanvas } from "./masks.js";
+import { renderPanels } from "./panels.js";
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas");
+const ctx = canvas.getContext("2d");
+const CURRENT = [30, 144, 255, 140];
+
+const S = {
+  images: [], index: -1, info: null, image: null,
+  prompt: { points: [], labels: [], box: null },
+  result: null, selected: 0, masks: [],  // masks: offscreen canvases of result's candidates
+  history: [], future: [],
+  objects: [], objectMasks: new Map(), hidden: new Set(), hideAll: false,
+  proposals: [], proposalMasks: [], focus: -1,
+  drag: null, seq: 0,
+};
+
+function setState(state, text) {
+  document.body.dataset.state = state;
+  $("status").textContent = text ?? state;
+}
+
+function fail(err) {
+  setState("error", err.message);
+}
+
+// -- images ------------------------------------------------------------------------------
+async function loadImages(openId) {
+  S.images = await api.images();
+  const i = S.images.findIndex((im) => im.id === openId);
+  if (S.images.length) await openImage(i >= 0 ? i : Math.max(S.index, 0));
+  else { setState("ready", "no images: upload some"); renderPanels(S, actions); }
+}
+
+async function openImage(index) {
+  if (index < 0 || index >= S.images.length) return;
+  S.index = index;
+  S.info = S.images[index];
+  Object.assign(S, { result: null, masks: [], history: [], future: [], proposals: [] });
+  S.prompt = { points: [], labels: [], box: null };
+  S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = new Set();
+  $("file-name").textContent = `${S.info.file_name} (${index + 1}/${S.images.length})`;
+  setState("loading", "loading image");
+  const image = new Image();
+  image.src = api.imageUrl(S.info.id);
+  await image.decode();
+  S.image = image;
+  fitCanvas();
+  await loadObjects();
+  setState("embedding", "computing the image embedding");
+  const t = await api.embed(S.info.id);
+  setState("ready", t.cached ? "ready (embedding cached)" : `ready (embedded in ${t.seconds.toFixed(2)} s)`);
+  render();
+}
+
+async function loadObjects() {
+  S.objects = await api.annotations(S.info.id);
+  for (const obj of S.objects) {
+    if (!S.objectMasks.has(obj.id)) S.objectMasks.set(obj.id, maskCanvas(obj.segmentation, color(obj.id)));
+  }
+  S.images[S.index].annotations = S.objects.length;
+}
+
+// -- prompts -> masks --------------------------------------------------------------------
+function snapshot() {
+  return { prompt: structuredClone(S.prompt), result: S.result, masks: S.masks, selected: S.selected };
+}
+
+function restore(snap) {
+  Object.assign(S, { prompt: snap.prompt, result: snap.result, masks: snap.masks, selected: snap.selected });
+}
+
+async function changePrompt(edit) {
+  S.history.push(snapshot());
+  S.future = [];
+  edit(S.prompt);
+  await predict();
+}
+
+async function predict() {
+  const { points, labels, box } = S.prompt;
+  if (!points.length && !box) { S.result = null; S.masks = []; render(); return; }
+  const body = { points: points.length ? points : null, labels: points.length ? labels : null, box };
+  if (S.result) body.mask_input = { token: S.result.token, index: S.selected };
+  const seq = ++S.seq;
+  setState("predicting", "predicting");
+  const t0 = performance.now();
+  let result;
+  try {
+    result = await api.predict(S.info.id, body);
+  } catch (err) {
+    if (seq === S.seq) { S.prompt = S.history.pop().prompt; fail(err); render(); }
+    return;
+  }
+  if (seq !== S.seq) return;  // a newer prompt is on its way
+  S.result = result;
+  S.selected = result.best;
+  S.masks = result.masks.map((m) => maskCanvas(m.segmentation, CURRENT));
+  const ms = performance.now() - t0;
+  setState("ready", `mask in ${ms.toFixed(0)} ms (model ${result.model_ms.toFixed(0)} ms)`);
+  render();
+}
+
+function cycle() {
+  if (!S.result) return;
+  S.selected = (S.selected + 1) % S.result.masks.length;
+  render();
+}
+
+function clearPrompt() {
+  if (!S.prompt.points.length && !S.prompt.box && !S.result) return;
+  S.history.push(snapshot());
+  S.future = [];
+  S.prompt = { points: [], labels: [], box: null };
+  S.result = null; S.masks = [];
+  render();
+}
+
+// Undo moves a snapshot from history to future; redo the other way. No server call: each
+// snapshot keeps its prediction (and its token, for the next click's mask input).
+function travel(from, to) {
+  if (!from.length) return;
+  to.push(snapshot());
+  restore(from.pop());
+  S.seq++;  // a prediction still in flight no longer applies
+  render();
+}
+const undo = () => travel(S.history, S.future);
+const redo = () => travel(S.future, S.history);
+
+async function accept() {
+  if (!S.result) return;
+  const m = S.result.masks[S.selected];
+  const positives = S.prompt.points.filter((_, i) => S.prompt.labels[i] === 1);
+  await saveObject(m, positives.length ? positives : null);
+  S.prompt = { points: [], labels: [], box: null };
+  S.result = null; S.masks = []; S.history = []; S.future = [];
+  await loadObjects();
+  render();
+}
+
+function saveObject(m, points) {
+  const ann = { label: $("label").value, segmentation: m.segmentation, predicted_iou: m.predicted_iou, stability_score: m.stability_score };
+  if (points) ann.point_coords = points;
+  return api.addAnnotation(S.info.id, ann);
+}
+
+// -- segment everything ------------------------------------------------------------------
+async function everything() {
+  setState("predicting", "segmenting everything (this runs the model on a grid of points)");
+  const out = await api.everything(S.info.id, {});
+  S.proposals = out.masks;
+  S.proposalMasks = out.masks.map((m, i) => maskCanvas(m.segmentation, color(i + 7)));
+  setState("ready", `${out.masks.length} proposals in ${out.seconds.toFixed(1)} s: accept or discard them`);
+  render();
+}
+
+async function acceptProposals(indexes) {
+  for (const i of indexes) await saveObject(S.proposals[i], S.proposals[i].point_coords);
+  discardProposals(indexes);
+  await loadObjects();
+  render();
+}
+
+function discardProposals(indexes) {
+  const drop = new Set(indexes);
+  S.proposals = S.proposals.filter((_, i) => !drop.has(i));
+  S.proposalMasks = S.proposalMasks.filter((_, i) => !drop.has(i));
+  S.focus = -1;
+  render();
+}
+
+// -- drawing -----------------------------------------------------------------------------
+function fitCanvas() {
+  if (!S.image) return;
+  const stage = $("stage");
+  const scale = Math.min((stage.clientWidth - 20) / S.image.width, (stage.clientHeight - 20) / S.image.height);
+  canvas.width = Math.max(1, Math.round(S.image.width * scale));
+  canvas.height = Math.max(1, Math.round(S.image.height * scale));
+}
+
+function render() {
+  renderPanels(S, actions);
+  if (!S.image) return;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(S.image, 0, 0, canvas.width, canvas.height);
+  ctx.imageSmoothingEnabled = false;
+  if (!S.hideAll) {
+    for (const obj of S.objects) {
+      if (!S.hidden.has(obj.id)) ctx.drawImage(S.objectMasks.get(obj.id), 0, 0, canvas.width, canvas.height);
+    }
+  }
+  S.proposalMasks.forEach((m, i) => {
+    ctx.globalAlpha = S.focus < 0 || S.focus === i ? 1 : 0.25;
+    ctx.drawImage(m, 0, 0, canvas.width, canvas.height);
+  });
+  ctx.globalAlpha = 1;
+  if (S.masks.length) ctx.drawImage(S.masks[S.selected], 0, 0, canvas.width, canvas.height);
+  ctx.imageSmoothingEnabled = true;
+  const k = canvas.width / S.image.width;
+  const box = S.drag?.box ?? S.prompt.box;
+  if (box) {
+    ctx.strokeStyle = "#1e90ff"; ctx.lineWidth = 2;
+    ctx.strokeRect(box[0] * k, box[1] * k, (box[2] - box[0]) * k, (box[3] - box[1]) * k);
+  }
+  S.prompt.points.forEach(([x, y], i) => {
+    ctx.beginPath();
+    ctx.arc(x * k, y * k, 5, 0, 2 * Math.PI);
+    ctx.fillStyle = S.prompt.labels[i] === 1 ? "#2ecc40" : "#ff4136";
+    ctx.fill(); ctx.strokeStyle = "#fff"; ctx.lineWidth = 1.5; ctx.stroke();
+  });
+}
+
+// -- input -------------------------------------------------------------------------------
+function toImage(e) {
+  const r = canvas.getBoundingClientRect();
+  const x = ((e.clientX - r.left) / r.width) * S.image.width;
+  const y = ((e.clientY - r.top) / r.height) * S.image.height;
+  return [Math.min(Math.max(x, 0), S.image.width), Math.min(Math.max(y, 0), S.image.height)];
+}
+
+canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+canvas.addEventListener("mousedown", (e) => {
+  if (!S.image) return;
+  S.drag = { start: toImage(e), x: e.clientX, y: e.clientY, moved: false, button: e.button, alt: e.altKey };
+});
+window.addEventListener("mousemove", (e) => {
+  if (!S.drag) return;
+  if (Math.hypot(e.clientX - S.drag.x, e.clientY - S.drag.y) > 5) S.drag.moved = true;
+  if (S.drag.moved && S.drag.button === 0) {
+    const [x0, y0] = S.drag.start, [x1, y1] = toImage(e);
+    S.drag.box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
+    render();
+  }
+});
+window.addEventListener("mouseup", (e) => {
+  const drag = S.drag;
+  S.drag = null;
+  if (!drag) return;
+  if (drag.box) {
+    changePrompt((p) => { p.box = drag.box; }).catch(fail);
+  } else if (!drag.moved) {
+    const label = drag.button === 2 || drag.alt ? 0 : 1;
+    changePrompt((p) => { p.points.push(drag.start); p.labels.push(label); }).catch(fail);
+  }
+});
+
+const KEYS = {
+  Tab: cycle, Enter: () => accept().catch(fail), Escape: clearPrompt,
+  z: undo, Z: redo, y: redo, Y: redo,
+  n: () => openImage(S.index + 1).catch(fail), p: () => openImage(S.index - 1).catch(fail),
+  e: () => everything().catch(fail),
+  h: () => { S.hideAll = !S.hideAll; render(); },
+  l: () => $("label").select(),
+};
+window.addEventListener("keydown", (e) => {
+  if (e.target instanceof HTMLInputElement && e.key !== "Enter" && e.key !== "Escape") return;
+  const key = e.key.length === 1 && e.shiftKey ? e.key.toUpperCase() : e.key;
+  const act = KEYS[key] ?? KEYS[e.key.toLowerCase()];
+  if (!act || e.ctrlKey || e.metaKey) return;
+  e.preventDefault();
+  if (e.target instanceof HTMLInputElement) e.target.blur();
+  act();
+});
+
+const actions = {
+  openImage: (i) => openImage(i).catch(fail),
+  select: (i) => { S.selected = i; render(); },
+  toggleHidden: (id) => { S.hidden.has(id) ? S.hidden.delete(id) : S.hidden.add(id); render(); },
+  remove: (id) => api.deleteAnnotation(S.info.id, id).then(loadObjects).then(render).catch(fail),
+  rename: (id, label) => api.relabel(S.info.id, id, label).then(loadObjects).then(render).catch(fail),
+  focus: (i) => { S.focus = i; render(); },
+  acceptProposals: (idx) => acceptProposals(idx).catch(fail),
+  discardProposals,
+};
+
+$("prev").onclick = KEYS.p; $("next").onclick = KEYS.n;
+$("undo").onclick = undo; $("redo").onclick = redo; $("clear").onclick = clearPrompt;
+$("everything").onclick = KEYS.e; $("accept").onclick = KEYS.Enter;
+$("accept-all").onclick = () => actions.acceptProposals(S.proposals.map((_, i) => i));
+$("discard-all").onclick = () => discardProposals(S.proposals.map((_, i) => i));
+$("upload").onchange = async (e) => {
+  let last = null;
+  try {
+    for (const file of e.target.files) last = await api.upload(file);
+    await loadImages(last?.id);
+  } catch (err) { fail(err); }
+};
+$("export-format").onchange = (e) => { $("export-zip").href = `/api/export/${e.target.value}.zip`; };
+$("export-btn").onclick = async () => {
+  try {
+    const out = await api.exportAll($("export-format").value);
+    $("export-result").textContent = `${out.annotations} objects of ${out.images} images written to ${out.folder}/`;
+    document.body.dataset.exported = out.format;
+  } catch (err) { fail(err); }
+};
+window.addEventListener("resize", () => { fitCanvas(); render(); });
+
+// For tests and the curious: the state, and the pixel count of the mask on screen.
+window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0) };
+loadImages().catch(fail);

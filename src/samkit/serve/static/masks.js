@@ -1,0 +1,64 @@
+// COCO RLE masks in the browser: decode (compressed or not) and paint onto canvases.
+// RLE counts run over the mask in column-major order, the first run counting zeros.
+
+// Counts of a compressed COCO RLE string (pycocotools' rleFrString).
+export function decodeCounts(s) {
+  const counts = [];
+  let p = 0;
+  while (p < s.length) {
+    let x = 0, k = 0, more = true;
+    while (more) {
+      const c = s.charCodeAt(p) - 48;
+      x |= (c & 0x1f) << (5 * k);
+      more = (c & 0x20) !== 0;
+      p++; k++;
+      if (!more && (c & 0x10)) x |= -1 << (5 * k);
+    }
+    if (counts.length > 2) x += counts[counts.length - 2];
+    counts.push(x);
+  }
+  return counts;
+}
+
+// An offscreen canvas of the mask's size with `rgba` ([r, g, b, a] 0..255) where it is set.
+// Also returns the number of set pixels.
+export function maskCanvas(rle, rgba) {
+  const [h, w] = rle.size;
+  const counts = typeof rle.counts === "string" ? decodeCounts(rle.counts) : rle.counts;
+  const canvas = document.createElement("canvas");
+  canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  const px = new Uint32Array(img.data.buffer);
+  const value = new Uint32Array(new Uint8ClampedArray(rgba).buffer)[0];
+  let pos = 0, area = 0;
+  for (let i = 0; i < counts.length; i++) {
+    const n = counts[i];
+    if (i % 2 === 1) {
+      for (let j = pos; j < pos + n; j++) {
+        const x = (j / h) | 0, y = j - x * h;  // column-major index -> (x, y)
+        px[y * w + x] = value;
+      }
+      area += n;
+    }
+    pos += n;
+  }
+  ctx.putImageData(img, 0, 0);
+  canvas.area = area;
+  return canvas;
+}
+
+const PALETTE = [
+  [230, 25, 75], [60, 180, 75], [255, 200, 25], [67, 99, 216], [245, 130, 49],
+  [145, 30, 180], [70, 240, 240], [240, 50, 230], [188, 246, 12], [0, 128, 128],
+  [154, 99, 36], [128, 0, 0], [170, 255, 195], [128, 128, 0], [0, 0, 117],
+];
+
+export function color(i, alpha = 120) {
+  const c = PALETTE[((i % PALETTE.length) + PALETTE.length) % PALETTE.length];
+  return [c[0], c[1], c[2], alpha];
+}
+
+export function css(rgba) {
+  return `rgb(${rgba[0]}, ${rgba[1]}, ${rgba[2]})`;
+}

@@ -1,0 +1,78 @@
+// The side panels: image list, candidate masks, proposals and accepted objects.
+import { color, css } from "./masks.js";
+
+const $ = (id) => document.getElementById(id);
+
+function item(text, { active = false, swatch = null, small = "", buttons = [] } = {}) {
+  const li = document.createElement("li");
+  if (active) li.classList.add("active");
+  if (swatch) {
+    const s = document.createElement("span");
+    s.className = "swatch"; s.style.background = css(swatch);
+    li.append(s);
+  }
+  const name = document.createElement("span");
+  name.className = "grow"; name.textContent = text;
+  li.append(name);
+  if (small) {
+    const s = document.createElement("span");
+    s.className = "small"; s.textContent = small;
+    li.append(s);
+  }
+  for (const [label, title, onClick] of buttons) {
+    const b = document.createElement("button");
+    b.textContent = label; b.title = title;
+    b.onclick = (e) => { e.stopPropagation(); onClick(); };
+    li.append(b);
+  }
+  return li;
+}
+
+export function renderPanels(S, actions) {
+  $("images").replaceChildren(...S.images.map((im, i) => {
+    const li = item(im.file_name, { active: i === S.index, small: im.annotations ? `${im.annotations}` : "" });
+    li.onclick = () => actions.openImage(i);
+    return li;
+  }));
+
+  const masks = S.result ? S.result.masks : [];
+  $("candidates").replaceChildren(...masks.map((m, i) => {
+    const li = item(`candidate ${i + 1}`, {
+      active: i === S.selected, small: `IoU ${m.predicted_iou.toFixed(3)} · ${m.area} px`,
+    });
+    li.onclick = () => actions.select(i);
+    return li;
+  }));
+  if (!masks.length) {
+    $("candidates").append(item("click the image (Tab cycles the 3 candidates)", { small: "" }));
+  }
+
+  $("proposals").hidden = S.proposals.length === 0;
+  $("proposal-list").replaceChildren(...S.proposals.map((m, i) => {
+    const li = item(`proposal ${i + 1}`, {
+      active: i === S.focus, swatch: color(i + 7), small: `IoU ${m.predicted_iou.toFixed(2)}`,
+      buttons: [["✓", "accept with the label", () => actions.acceptProposals([i])],
+        ["✗", "discard", () => actions.discardProposals([i])]],
+    });
+    li.onmouseenter = () => actions.focus(i);
+    li.onmouseleave = () => actions.focus(-1);
+    return li;
+  }));
+
+  $("objects").replaceChildren(...S.objects.map((obj) => {
+    const hidden = S.hidden.has(obj.id);
+    const li = item(`#${obj.id} ${obj.label}`, {
+      swatch: color(obj.id), small: `${obj.area} px`,
+      buttons: [
+        [hidden ? "show" : "hide", "hide or show this object", () => actions.toggleHidden(obj.id)],
+        ["rename", "change the label", () => {
+          const label = window.prompt("Label", obj.label);
+          if (label) actions.rename(obj.id, label);
+        }],
+        ["delete", "delete this object", () => actions.remove(obj.id)],
+      ],
+    });
+    if (hidden) li.classList.add("hidden-object");
+    return li;
+  }));
+}

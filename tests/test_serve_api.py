@@ -1,0 +1,347 @@
+"""The annotator's HTTP API through the ASGI test client: every endpoint and its bad inputs.
+
+Concurrency and body limits over a real socket are in test_serve_http.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from samkit import SamPredictor
+from samkit.io import read_coco, read_png_folder, read_sa1b, read_yolo, yolo_masks
+from samkit.modeling import Sam
+from samkit.rle import decode_coco_rle, encode_coco_rle
+from samkit.serve import create_app
+
+
+def make_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
+    a[30:90, 40:110] = (250, 20, 20)
+    b = rng.integers(0, 255, size=(90, 70, 3), dtype=np.uint8)
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(a).save(root / "a.png")
+    Image.fromarray(b).save(root / "sub" / "b.jpg", quality=95)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_folder(tmp_path / "imgs")
+
+
+@pytest.fixture
+def client(folder: Path, tiny_sam: Sam) -> TestClient:
+    return TestClient(create_app(folder, tiny_sam, model_name="samkit_tiny"))
+
+
+def ids(client: TestClient) -> dict[str, str]:
+    return {im["file_name"]: im["id"] for im in client.get("/api/images").json()}
+
+
+def square(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> dict[str, Any]:
+    mask = np.zeros((h, w), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return encode_coco_rle(mask)
+
+
+def test_info_page_and_openapi(client: TestClient) -> None:
+    info = client.get("/api/info").json()
+    assert info["model"] == "samkit_tiny" and info["model_input_size"] == 256
+    assert info["formats"] == ["coco", "sa1b", "png", "yolo"]
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    for name in ("app.js", "api.js", "masks.js", "panels.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/api/images/{image_id}/predict" in paths and "/api/export" in paths
+
+
+def test_images_are_listed_with_opaque_ids(client: TestClient) -> None:
+    images = client.get("/api/images").json()
+    assert [im["file_name"] for im in images] == ["a.png", "sub/b.jpg"]
+    assert [(im["width"], im["height"]) for im in images] == [(160, 120), (70, 90)]
+    for im in images:
+        assert len(im["id"]) == 16 and int(im["id"], 16) >= 0 and "/" not in im["id"]
+        assert client.get(f"/api/images/{im['id']}").json() == im
+    pixels = client.get(f"/api/images/{images[1]['id']}/image")
+    assert pixels.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(pixels.content)).size == (70, 90)
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/api/images/{x}"),
+        ("GET", "/api/images/{x}/image"),
+        ("POST", "/api/images/{x}/embed"),
+        ("GET", "/api/images/{x}/annotations"),
+        ("DELETE", "/api/images/{x}/annotations/1"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["0123456789abcdef", "..%2F..%2Fetc%2Fpasswd", "a.png"])
+def test_unknown_image_ids_are_404(client: TestClient, method: str, path: str, bad: str) -> None:
+    r = client.request(method, path.replace("{x}", bad))
+    assert r.status_code == 404, r.text
+
+
+def test_embed_is_cached(client: TestClient) -> None:
+    image_id = ids(client)["a.png"]
+    assert client.post(f"/api/images/{image_id}/embed").json()["cached"] is False
+    assert client.post(f"/api/images/{image_id}/embed").json()["cached"] is True
+    assert client.get(f"/api/images/{image_id}").json()["embedded"] is True
+
+
+def test_predict_equals_the_predictor(client: TestClient, tiny_sam: Sam, folder: Path) -> None:
+    image_id = ids(client)["a.png"]
+    url = f"/api/images/{image_id}/predict"
+    first = client.post(url, json={"points": [[80, 60]], "labels": [1]}).json()
+    predictor = SamPredictor(tiny_sam)
+    predictor.set_image(np.asarray(Image.open(folder / "a.png")))
+    masks, scores, low_res = predictor.predict(np.array([[80.0, 60.0]]), np.array([1]))
+    assert len(first["masks"]) == 3 and first["best"] == int(np.argmax(scores))
+    for got, mask, score in zip(first["masks"], masks, scores, strict=True):
+        assert np.array_equal(decode_coco_rle(got["segmentation"]), mask)
+        assert got["area"] == int(mask.sum())
+        assert got["predicted_iou"] == pytest.approx(float(score), abs=1e-5)
+        assert 0.0 <= got["stability_score"] <= 1.0
+
+    # A second click with the first prediction's best mask fed back as the mask prompt.
+    body = {
+        "points": [[80, 60], [10, 10]],
+        "labels": [1, 0],
+        "box": [30, 20, 120, 100],
+        "mask_input": {"token": first["token"], "index": 2},
+        "multimask": False,
+    }
+    second = client.post(url, json=body).json()
+    masks2, _, _ = predictor.predict(
+        np.array([[80.0, 60.0], [10.0, 10.0]]),
+        np.array([1, 0]),
+        box=np.array([30.0, 20.0, 120.0, 100.0]),
+        mask_input=low_res[2:3],
+        multimask_output=False,
+    )
+    assert len(second["masks"]) == 1
+    assert np.array_equal(decode_coco_rle(second["masks"][0]["segmentation"]), masks2[0])
+
+
+PREDICT_ERRORS = [
+    (b'{"points": [[NaN, 60]], "labels": [1]}', 422, "finite"),
+    (b'{"points": [[Infinity, 60]], "labels": [1]}', 422, "finite"),
+    (b'{"points": [[800, 60]], "labels": [1]}', 400, "inside the image"),
+    (b'{"points": [[-1, 60]], "labels": [1]}', 400, "inside the image"),
+    (b'{"points": [[1, 2, 3]], "labels": [1]}', 422, "points"),
+    (b'{"points": [[1, 2], [3, 4]], "labels": [1]}', 400, "point_labels must have shape"),
+    (b'{"points": [[1, 2]], "labels": [2]}', 400, "point_labels must be 1"),
+    (b'{"points": [[1, 2]]}', 400, "together"),
+    (b'{"box": [50, 50, 10, 10]}', 400, "x0 <= x1"),
+    (b'{"box": [1, 2, 3]}', 422, "box"),
+    (b"{}", 400, "at least one prompt"),
+    (b'{"points": [[1, 2]], "labels": [1], "colour": 1}', 422, "colour"),
+    (b'{"points": [[1, 2]], "labels": [1]', 422, "JSON"),
+    (b"[1, 2]", 422, "body"),
+    (b'{"box": [1, 2, 3, 4], "mask_input": {"token": "nope", "index": 0}}', 400, "unknown"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("body,status,text", PREDICT_ERRORS)
+def test_predict_bad_input_is_a_clear_4xx(
+    client: TestClient, body: bytes, status: int, text: str
+) -> None:
+    image_id = ids(client)["a.png"]
+    r = client.post(
+        f"/api/images/{image_id}/predict",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == status, r.text
+    assert text in r.json()["detail"]
+
+
+def test_mask_input_token_is_bound_to_its_image(client: TestClient) -> None:
+    a, b = ids(client)["a.png"], ids(client)["sub/b.jpg"]
+    token = client.post(f"/api/images/{a}/predict", json={"box": [0, 0, 50, 50]}).json()["token"]
+    for index, text in [(0, "unknown or expired"), (3, "unknown or expired")]:
+        body = {"box": [0, 0, 50, 50], "mask_input": {"token": token, "index": index}}
+        r = client.post(f"/api/images/{b}/predict", json=body)
+        assert r.status_code == 400 and text in r.json()["detail"]
+    body = {"box": [0, 0, 50, 50], "mask_input": {"token": token, "index": 3}}
+    r = client.post(f"/api/images/{a}/predict", json=body)
+    assert r.status_code == 400 and "index must be in 0..2" in r.json()["detail"]
+
+
+def test_everything_returns_proposals(client: TestClient) -> None:
+    image_id = ids(client)["a.png"]
+    url = f"/api/images/{image_id}/everything"
+    body = {"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0}
+    out = client.post(url, json={**body, "box_nms_thresh": 1, "max_masks": 3}).json()
+    assert out["found"] >= len(out["masks"]) == 3
+    ious = [m["predicted_iou"] for m in out["masks"]]
+    assert ious == sorted(ious, reverse=True)
+    for m in out["masks"]:
+        mask = decode_coco_rle(m["segmentation"])
+        assert mask.shape == (120, 160) and int(mask.sum()) == m["area"]
+    assert client.post(url, json={"points_per_side": 0}).status_code == 422
+    assert client.post(url, json={"pred_iou_thresh": 2}).status_code == 422
+
+
+def test_annotations_crud_autosave_and_resume(
+    client: TestClient, folder: Path, tiny_sam: Sam
+) -> None:
+    image_id = ids(client)["a.png"]
+    url = f"/api/images/{image_id}/annotations"
+    assert client.get(url).json() == []
+    seg = square(120, 160, 30, 90, 40, 110)
+    made = client.post(url, json={"label": "red", "segmentation": seg, "predicted_iou": 0.9})
+    assert made.status_code == 201
+    ann = made.json()
+    assert ann["id"] == 1 and ann["label"] == "red" and ann["area"] == 60 * 70
+    assert ann["bbox"] == [40.0, 30.0, 70.0, 60.0] and ann["segmentation"] == seg
+    # an uncompressed RLE (what predict returns) is stored compressed
+    full = {"size": [120, 160], "counts": [0, 120 * 160]}
+    second = client.post(url, json={"label": "all", "segmentation": full})
+    assert second.json()["id"] == 2 and second.json()["area"] == 120 * 160
+    assert client.patch(f"{url}/1", json={"label": "car"}).json()["label"] == "car"
+    assert client.delete(f"{url}/2").status_code == 204
+    saved = json.loads((folder / ".samkit" / "annotations" / f"{image_id}.json").read_text())
+    assert saved["file_name"] == "a.png" and [a["label"] for a in saved["annotations"]] == ["car"]
+
+    reopened = TestClient(create_app(folder, tiny_sam))  # a restart resumes
+    assert reopened.get(url).json() == client.get(url).json()
+    assert reopened.post(url, json={"label": "x", "segmentation": seg}).json()["id"] == 3
+
+
+ANNOTATION_ERRORS = [
+    ({"label": "", "segmentation": "SEG"}, 400, "label"),
+    ({"label": "a\nb", "segmentation": "SEG"}, 400, "printable"),
+    ({"label": "x" * 101, "segmentation": "SEG"}, 422, "label"),
+    ({"label": "a"}, 422, "segmentation"),
+    ({"label": "a", "segmentation": {"size": [10, 10], "counts": "0"}}, 400, "does not match"),
+    ({"label": "a", "segmentation": {"size": [120, 160], "counts": "!!"}}, 400, "RLE"),
+    ({"label": "a", "segmentation": {"size": [120, 160], "counts": [5]}}, 400, "RLE"),
+    ({"label": "a", "segmentation": {"size": [120, 160], "counts": [19200]}}, 400, "empty"),
+]
+
+
+@pytest.mark.parametrize("body,status,text", ANNOTATION_ERRORS)
+def test_annotation_bad_input(client: TestClient, body: dict, status: int, text: str) -> None:
+    image_id = ids(client)["a.png"]
+    if body.get("segmentation") == "SEG":
+        body = {**body, "segmentation": square(120, 160, 0, 5, 0, 5)}
+    r = client.post(f"/api/images/{image_id}/annotations", json=body)
+    assert r.status_code == status, r.text
+    assert text in r.json()["detail"]
+
+
+def test_unknown_annotation_ids(client: TestClient) -> None:
+    url = f"/api/images/{ids(client)['a.png']}/annotations"
+    assert client.patch(f"{url}/7", json={"label": "x"}).status_code == 404
+    assert client.delete(f"{url}/7").status_code == 404
+    assert client.delete(f"{url}/seven").status_code == 422
+
+
+def png_bytes(h: int, w: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), 128, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_upload_names_files_by_content(client: TestClient, folder: Path) -> None:
+    data = png_bytes(20, 30)
+    r = client.post("/api/images", files={"file": ("../../evil.png", data, "image/png")})
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert up["file_name"].startswith("upload-") and (up["width"], up["height"]) == (30, 20)
+    assert (folder / up["file_name"]).read_bytes() == data
+    assert not (folder.parent / "evil.png").exists()
+    again = client.post("/api/images", files={"file": ("other.png", data)}).json()
+    assert again["id"] == up["id"]
+    assert up["id"] in ids(client).values()
+    gif = io.BytesIO()
+    Image.new("P", (8, 8)).save(gif, format="GIF")  # kept re-encoded as PNG
+    stored = client.post("/api/images", files={"file": ("x.gif", gif.getvalue())}).json()
+    assert stored["file_name"].endswith(".png")
+
+
+def test_upload_limits(folder: Path, tiny_sam: Sam) -> None:
+    client = TestClient(create_app(folder, tiny_sam, max_body_bytes=20_000, max_pixels=10_000))
+    r = client.post("/api/images", files={"file": ("a.txt", b"not an image")})
+    assert r.status_code == 400 and "not a recognised image" in r.json()["detail"]
+    r = client.post("/api/images", files={"file": ("big.png", png_bytes(101, 100))})
+    assert r.status_code == 400 and "max_pixels" in r.json()["detail"]
+    noise = np.random.default_rng(0).integers(0, 255, (99, 99, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    assert len(buf.getvalue()) > 20_000
+    r = client.post("/api/images", files={"file": ("noise.png", buf.getvalue())})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    assert client.post("/api/images").status_code == 422  # no file field
+
+
+def annotate_both(client: TestClient) -> dict[str, str]:
+    images = ids(client)
+    a, b = images["a.png"], images["sub/b.jpg"]
+    for image_id, seg, label in [
+        (a, square(120, 160, 30, 90, 40, 110), "car"),
+        (a, square(120, 160, 5, 20, 5, 30), "bird"),
+        (b, square(90, 70, 10, 40, 10, 50), "car"),
+    ]:
+        body = {"label": label, "segmentation": seg}
+        assert client.post(f"/api/images/{image_id}/annotations", json=body).status_code == 201
+    return images
+
+
+def test_export_coco_and_zip(client: TestClient, folder: Path) -> None:
+    annotate_both(client)
+    out = client.post("/api/export", json={"format": "coco"}).json()
+    assert out["images"] == 2 and out["annotations"] == 3 and out["labels"] == ["bird", "car"]
+    coco = read_coco(folder / out["folder"] / "annotations.json")
+    names = {c["id"]: c["name"] for c in coco.categories.values()}
+    by_file = {im["file_name"]: i for i, im in coco.images.items()}
+    anns = coco.annotations[by_file["a.png"]]
+    assert [names[a["category_id"]] for a in anns] == ["car", "bird"]
+    assert coco.masks(by_file["a.png"])[0].sum() == 60 * 70
+    assert coco.masks(by_file["sub/b.jpg"])[0][10:40, 10:50].all()
+    z = client.get("/api/export/coco.zip")
+    assert z.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(z.content)) as zf:
+        assert json.loads(zf.read("annotations.json")) == json.loads(
+            (folder / out["folder"] / "annotations.json").read_text()
+        )
+    assert client.get("/api/export/tiff.zip").status_code == 404
+    assert client.post("/api/export", json={"format": "tiff"}).status_code == 422
+
+
+def test_export_sa1b_png_yolo(client: TestClient, folder: Path) -> None:
+    annotate_both(client)
+    root = folder / ".samkit" / "export"
+    client.post("/api/export", json={"format": "sa1b"})
+    info, anns = read_sa1b(root / "sa1b" / "sub" / "b.json")
+    assert info["file_name"] == "sub/b.jpg" and [a["label"] for a in anns] == ["car"]
+    client.post("/api/export", json={"format": "png"})
+    records = read_png_folder(root / "png" / "a")
+    assert [int(r["segmentation"].sum()) for r in records] == [60 * 70, 15 * 25]
+    assert (root / "png" / "a" / "labels.txt").read_text() == "car\nbird\n"
+    client.post("/api/export", json={"format": "yolo"})
+    assert (root / "yolo" / "classes.txt").read_text() == "bird\ncar\n"
+    entries = read_yolo(root / "yolo" / "labels" / "a.txt", 120, 160)
+    assert [cls for cls, _ in entries] == [1, 0]
+    assert yolo_masks(entries[:1], 120, 160)[0][30:90, 40:110].all()
+
+    # A later export replaces the earlier one whole: deleted objects leave no files behind.
+    url = f"/api/images/{ids(client)['a.png']}/annotations"
+    for ann in client.get(url).json():
+        client.delete(f"{url}/{ann['id']}")
+    client.post("/api/export", json={"format": "png"})
+    assert not (root / "png" / "a").exists() and (root / "png" / "sub" / "b").is_dir()

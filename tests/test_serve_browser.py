@@ -1,0 +1,183 @@
+"""End to end in real headless Chromium: click an object, see its mask, accept it, export COCO.
+
+Needs Debian's `chromium` and `chromium-driver` (`make test` installs them when missing);
+skipped, with the reason, where they are absent. Selenium is pointed at the system
+chromedriver, so selenium-manager never downloads anything.
+
+`python tests/test_serve_browser.py docs/img/annotator.png` runs the same session and saves
+its screenshot for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samkit.build import build_samkit_tiny, seeded_init_
+from samkit.io import annotation_to_mask, read_coco
+from samkit.rle import decode_coco_rle
+from samkit.serve import background, create_app
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+needs_chromium = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="needs Debian chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
+
+
+def scene(height: int = 240, width: int = 320) -> np.ndarray:
+    """A noisy background with a red rectangle and a blue disc."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(90, 160, size=(height, width, 3), dtype=np.uint8)
+    img[50:170, 40:150] = (220, 30, 30)
+    yy, xx = np.mgrid[:height, :width]
+    img[(yy - 120) ** 2 + (xx - 240) ** 2 < 50**2] = (30, 60, 220)
+    return img
+
+
+def chrome(profile: Path) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,800",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def wait_for(driver: Any, script: str, timeout: float = 60.0) -> Any:
+    """Poll until the JavaScript expression `script` is truthy; returns its value."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+        lambda d: d.execute_script(f"return {script}")
+    )
+
+
+def pick_point(client: Any, image_id: str) -> tuple[int, int]:
+    """A point on the red rectangle whose best mask (seeded model) contains it, if any."""
+    for x, y in [(95, 110), (70, 80), (120, 140), (60, 150), (130, 60)]:
+        r = client.post(f"/api/images/{image_id}/predict", json={"points": [[x, y]], "labels": [1]})
+        best = r.json()["masks"][r.json()["best"]]
+        mask = decode_coco_rle(best["segmentation"])
+        if mask[y, x] and best["area"] < mask.size * 0.9:
+            return x, y
+    return 95, 110
+
+
+@contextmanager
+def annotator(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A folder with one scene, the app on it served on 127.0.0.1, and a browser."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(scene()).save(folder / "scene.png")
+    app = create_app(folder, seeded_init_(build_samkit_tiny(), seed=0), model_name="samkit_tiny")
+    with background(app) as url:
+        driver = chrome(tmp_path / "profile")
+        try:
+            yield {"url": url, "folder": folder, "app": app, "driver": driver}
+        finally:
+            driver.quit()
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with annotator(tmp_path) as state:
+        yield state
+
+
+def annotate_and_export(session: dict[str, Any], screenshot: Path) -> dict[str, Any]:
+    """Drive the page: click, wait for the mask, accept with a label, export COCO."""
+    from fastapi.testclient import TestClient
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = session["driver"]
+    client = TestClient(session["app"])
+    image_id = client.get("/api/images").json()[0]["id"]
+    x, y = pick_point(client, image_id)
+
+    driver.get(session["url"] + "/")
+    wait_for(driver, "document.body.dataset.state === 'ready'")
+    canvas = driver.find_element(By.ID, "canvas")
+    scale = canvas.size["width"] / 320
+    # Selenium offsets are from the element's centre.
+    ActionChains(driver).move_to_element_with_offset(
+        canvas,
+        int((x + 0.5) * scale - canvas.size["width"] / 2),
+        int((y + 0.5) * scale - canvas.size["height"] / 2),
+    ).click().perform()
+    wait_for(driver, "window.samkit.state.result && document.body.dataset.state === 'ready'")
+    shown = driver.execute_script(
+        "const S = window.samkit.state;"
+        "return {area: window.samkit.shownArea(), mask: S.result.masks[S.selected],"
+        " point: S.prompt.points[0]};"
+    )
+    label = driver.find_element(By.ID, "label")
+    label.clear()
+    label.send_keys("red box")
+    label.send_keys(Keys.ENTER)  # Enter in the label field accepts
+    wait_for(driver, "window.samkit.state.objects.length === 1")
+    driver.find_element(By.ID, "export-btn").click()
+    wait_for(driver, "document.body.dataset.exported === 'coco'")
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(screenshot))
+    return {"shown": shown, "point": (x, y), "client": client, "image_id": image_id}
+
+
+@needs_chromium
+def test_click_accept_export_in_chromium(session: dict[str, Any], tmp_path: Path) -> None:
+    out = annotate_and_export(session, tmp_path / "annotator.png")
+    shown, (x, y) = out["shown"], out["point"]
+    px, py = shown["point"]
+    assert abs(px - (x + 0.5)) < 1.5 and abs(py - (y + 0.5)) < 1.5  # the click landed there
+    drawn = decode_coco_rle(shown["mask"]["segmentation"])
+    assert shown["area"] == int(drawn.sum()) > 0  # the page painted every pixel of the mask
+
+    # The same prompt through the API gives the mask the page showed.
+    url = f"/api/images/{out['image_id']}/predict"
+    api = out["client"].post(url, json={"points": [[px, py]], "labels": [1]}).json()
+    assert np.array_equal(decode_coco_rle(api["masks"][api["best"]]["segmentation"]), drawn)
+
+    coco = read_coco(session["folder"] / ".samkit" / "export" / "coco" / "annotations.json")
+    assert [c["name"] for c in coco.categories.values()] == ["red box"]
+    (image,) = coco.images.values()
+    (ann,) = coco.annotations[image["id"]]
+    exported = annotation_to_mask(ann, image["height"], image["width"])
+    assert np.array_equal(exported, drawn)
+    assert (tmp_path / "annotator.png").stat().st_size > 10_000
+
+
+def main(screenshot: str) -> None:
+    """Run the session outside pytest and save its screenshot (for docs/img/annotator.png)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with annotator(Path(tmp)) as state:
+            annotate_and_export(state, Path(tmp) / "shot.png")
+        shutil.copy(Path(tmp) / "shot.png", screenshot)
+    print(json.dumps({"screenshot": screenshot}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/img/annotator.png")
