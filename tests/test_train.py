@@ -177,7 +177,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_scene() -> None:
 
     before = held_out_loss()
     for step in range(6):
-        stats = train_step(model, optimizer, scene, config, step)
+        stats = train_step(model, optimizer, [scene], [step], config)
         assert math.isfinite(stats.loss) and stats.masks == 3
     assert held_out_loss() < 0.8 * before
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from .modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from .modeling.common import LayerNorm2d
+from .modeling.tiny_vit import TinyViT
 
 
 def build_sam_vit_h(checkpoint: str | Path | None = None) -> Sam:
@@ -46,6 +47,21 @@ def build_sam_vit_b(checkpoint: str | Path | None = None) -> Sam:
     )
 
 
+def build_sam_vit_t(checkpoint: str | Path | None = None) -> Sam:
+    """MobileSAM: a ~5.7M-parameter TinyViT image encoder distilled from ViT-H, with SAM's own
+    prompt encoder and mask decoder. Loads MobileSAM's `mobile_sam.pt` unchanged."""
+    encoder = TinyViT(
+        img_size=1024,
+        embed_dims=(64, 128, 160, 320),
+        depths=(2, 2, 6, 2),
+        num_heads=(2, 4, 5, 10),
+        window_sizes=(7, 7, 14, 7),
+        merge_strides=(2, 2, 1),  # the last merge keeps 64x64, so the grid is 1024 / 16
+        out_chans=256,
+    )
+    return _assemble(encoder, image_size=1024, patch_size=16, checkpoint=checkpoint)
+
+
 def build_samkit_tiny(checkpoint: str | Path | None = None) -> Sam:
     """A ~0.4M-parameter variant for tests and golden files: 256 px input, a 16x16 embedding
     grid (so 7x7 windows need padding), 64-wide prompts. Not a useful segmenter by itself."""
@@ -66,24 +82,25 @@ def build_samkit_tiny(checkpoint: str | Path | None = None) -> Sam:
 
 
 def build_samkit_default(checkpoint: str | Path | None = None) -> Sam:
-    """samkit's bundled default model (~5M parameters), trained on synthetic scenes by
+    """samkit's bundled default model (~2M parameters), trained on synthetic scenes by
     `configs/default_model.json`. Sized for training on a 2-core CPU: a 128 px input with
-    8 px patches gives a 16x16 embedding grid and 64x64 low-res masks, half the input's
-    resolution (SAM's are a quarter; at a quarter, even perfect low-res logits cap the mIoU of
-    our scenes' small objects near 0.97). The encoder is wide (192) but shallow (8 blocks,
-    8x8 windows, 2 global blocks) because it runs once per image, while the 128-wide mask
-    decoder runs for every prompt of every training round and dominates the cost."""
+    4 px patches gives a 32x32 embedding grid, so the low-res masks (4x the grid) are the
+    input's full resolution. 8 px patches (16x16 grid, 64x64 masks) trained far slower: a
+    token must then describe the exact outline of objects only one or two tokens wide, and
+    most of our scenes' objects are that small. 16x16 windows (64 px) hold most objects whole;
+    2 global blocks see the rest. The 96-wide decoder runs for every prompt of every training
+    round, so it is kept narrow."""
     return _build_sam(
-        encoder_embed_dim=192,
-        encoder_depth=8,
-        encoder_num_heads=6,
-        encoder_global_attn_indexes=(3, 7),
+        encoder_embed_dim=128,
+        encoder_depth=6,
+        encoder_num_heads=4,
+        encoder_global_attn_indexes=(2, 5),
         image_size=128,
-        patch_size=8,
-        window_size=8,
-        prompt_embed_dim=128,
+        patch_size=4,
+        window_size=16,
+        prompt_embed_dim=96,
         decoder_num_heads=4,
-        decoder_mlp_dim=1024,
+        decoder_mlp_dim=768,
         mask_in_chans=16,
         iou_head_hidden_dim=128,
         checkpoint=checkpoint,
@@ -107,22 +124,52 @@ def _build_sam(
     mask_in_chans: int = 16,
     iou_head_hidden_dim: int = 256,
 ) -> Sam:
+    image_encoder = ImageEncoderViT(
+        depth=encoder_depth,
+        embed_dim=encoder_embed_dim,
+        img_size=image_size,
+        mlp_ratio=4,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_heads=encoder_num_heads,
+        patch_size=patch_size,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=encoder_global_attn_indexes,
+        window_size=window_size,
+        out_chans=prompt_embed_dim,
+    )
+    return _assemble(
+        image_encoder,
+        image_size=image_size,
+        patch_size=patch_size,
+        prompt_embed_dim=prompt_embed_dim,
+        decoder_depth=decoder_depth,
+        decoder_num_heads=decoder_num_heads,
+        decoder_mlp_dim=decoder_mlp_dim,
+        mask_in_chans=mask_in_chans,
+        iou_head_hidden_dim=iou_head_hidden_dim,
+        checkpoint=checkpoint,
+    )
+
+
+def _assemble(
+    image_encoder: ImageEncoderViT | TinyViT,
+    *,
+    image_size: int,
+    patch_size: int,
+    checkpoint: str | Path | None,
+    prompt_embed_dim: int = 256,
+    decoder_depth: int = 2,
+    decoder_num_heads: int = 8,
+    decoder_mlp_dim: int = 2048,
+    mask_in_chans: int = 16,
+    iou_head_hidden_dim: int = 256,
+) -> Sam:
+    """`Sam` around `image_encoder` (whose embedding grid is image_size / patch_size), with
+    SAM's prompt encoder and mask decoder; weights from `checkpoint` in any layout."""
     grid = image_size // patch_size
     sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=encoder_depth,
-            embed_dim=encoder_embed_dim,
-            img_size=image_size,
-            mlp_ratio=4,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            num_heads=encoder_num_heads,
-            patch_size=patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=encoder_global_attn_indexes,
-            window_size=window_size,
-            out_chans=prompt_embed_dim,
-        ),
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=prompt_embed_dim,
             image_embedding_size=(grid, grid),
@@ -145,8 +192,9 @@ def _build_sam(
     sam.eval()
     if checkpoint is not None:
         from .checkpoints import load_weights, read_state_dict
+        from .layouts import to_samkit
 
-        load_weights(sam, read_state_dict(checkpoint))
+        load_weights(sam, to_samkit(read_state_dict(checkpoint))[0])
     return sam
 
 
@@ -155,6 +203,7 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_h": build_sam_vit_h,
     "vit_l": build_sam_vit_l,
     "vit_b": build_sam_vit_b,
+    "vit_t": build_sam_vit_t,
     "samkit_tiny": build_samkit_tiny,
     "samkit_default": build_samkit_default,
 }
@@ -163,7 +212,8 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
 def seeded_init_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Fill every parameter and buffer with seeded random values, a stand-in for trained weights
     in tests, goldens and demos. Weights ~ N(0, 1/fan_in), norm scales near 1, small biases, and
-    non-zero relative-position tables, so every path of the model affects the output."""
+    non-zero relative-position tables and BatchNorm statistics, so every path of the model
+    affects the output."""
     gen = torch.Generator().manual_seed(seed)
 
     def fill(tensor: torch.Tensor, std: float, mean: float = 0.0) -> None:
@@ -172,7 +222,7 @@ def seeded_init_(model: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for module in model.modules():
             for name, tensor in module.named_parameters(recurse=False):
-                if isinstance(module, (nn.LayerNorm, LayerNorm2d)):
+                if isinstance(module, (nn.LayerNorm, LayerNorm2d, nn.BatchNorm2d)):
                     fill(tensor, 0.1, 1.0 if name == "weight" else 0.0)
                 elif name == "weight":
                     fan_in = tensor[0].numel() if tensor.ndim > 1 else tensor.numel()
@@ -182,4 +232,8 @@ def seeded_init_(model: nn.Module, seed: int = 0) -> nn.Module:
             for name, buffer in module.named_buffers(recurse=False):
                 if name == "positional_encoding_gaussian_matrix":
                     fill(buffer, 1.0)
+                elif name == "running_mean":  # BatchNorm statistics (TinyViT)
+                    fill(buffer, 0.1)
+                elif name == "running_var":  # positive, around 1
+                    buffer.copy_(0.5 + torch.rand(buffer.shape, generator=gen))
     return model

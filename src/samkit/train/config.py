@@ -24,6 +24,7 @@ class TrainConfig:
     val_scenes: int
     val_clicks: int
     scene_size: int  # px, must equal the model's input size
+    images_per_step: int  # images per optimizer step and process (gradients summed)
     masks_per_step: int  # prompts decoded per image, sharing one encoder pass
     min_rounds: int  # prompt rounds per step, drawn uniformly in [min_rounds, max_rounds]
     max_rounds: int
@@ -51,8 +52,8 @@ class TrainConfig:
             raise ValueError(
                 f"need 1 <= min_rounds <= max_rounds; got {self.min_rounds}, {self.max_rounds}"
             )
-        if self.masks_per_step < 1 or self.total_steps < 1:
-            raise ValueError("masks_per_step and total_steps must be positive")
+        if min(self.images_per_step, self.masks_per_step, self.total_steps) < 1:
+            raise ValueError("images_per_step, masks_per_step and total_steps must be positive")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing; got {self.lr_milestones}")
 

@@ -1,7 +1,7 @@
-"""One training step: encode one scene once, then simulate interactive prompting of many of
-its masks at the same time, with a loss at every round.
+"""One training step: encode each of the step's images once, then simulate interactive
+prompting of many of its masks at the same time, with a loss at every round.
 
-Per step, each of up to `masks_per_step` masks gets a first prompt (a positive point or a
+Per image, each of up to `masks_per_step` masks gets a first prompt (a positive point or a
 noisy box), then corrective points from the error region of the previous prediction, whose
 low-res logits (of the mask with the highest predicted IoU) are fed back as a mask prompt.
 The number of rounds is drawn in [min_rounds, max_rounds] (the paper uses 11, too slow on a
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from ..modeling import Sam
 from .config import TrainConfig
 from .losses import iou_loss, mask_iou, mask_loss
 from .prompts import noisy_boxes, sample_error_points, sample_points_in
+from .sources import FittedSample
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,15 @@ class StepStats:
     masks: int
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The random stream of one step: a pure function of (seed, step), so resuming is exact."""
-    state = np.random.SeedSequence([seed, step]).generate_state(2, dtype=np.uint32)
+def step_generator(seed: int, index: int) -> torch.Generator:
+    """The random stream of one training image: a pure function of (seed, image number), so
+    resuming is exact and the images of a step are the same however many processes share it."""
+    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def scene_batch(
-    scene: Scene, k: int, generator: torch.Generator
+    scene: Scene | FittedSample, k: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The scene image as (1, 3, H, W) float 0-255 and up to k of its masks, (B, H, W) bool."""
     image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float()
@@ -85,30 +88,71 @@ def _autocast(enabled: bool) -> contextlib.AbstractContextManager[None]:
 
 
 def train_step(
-    model: Sam, optimizer: torch.optim.Optimizer, scene: Scene, config: TrainConfig, step: int
+    model: Sam,
+    optimizer: torch.optim.Optimizer,
+    scenes: Sequence[Scene | FittedSample],
+    indices: Sequence[int],
+    config: TrainConfig,
+    world_size: int = 1,
 ) -> StepStats:
-    """Accumulate gradients for `scene` and take one optimizer step (the caller steps the
-    learning-rate scheduler)."""
-    gen = step_generator(config.seed, step)
+    """Accumulate gradients for `scenes` (global image numbers `indices`, which seed each
+    image's prompts) and take one optimizer step (the caller steps the learning-rate
+    scheduler). Under torch.distributed each of `world_size` processes passes its own scenes
+    and the gradients are averaged over all of them before clipping and the step."""
+    optimizer.zero_grad(set_to_none=True)
+    weight = 1.0 / (len(scenes) * world_size)  # every image of the global batch counts alike
+    stats = [_accumulate(model, scene, index, config, weight) for scene, index in zip(
+        scenes, indices, strict=True)]  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    if world_size > 1:
+        _all_reduce_grads(params)
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], config.grad_clip)
+    optimizer.step()
+    return StepStats(
+        **{f: float(np.mean([getattr(s, f) for s in stats])) for f in _MEAN_FIELDS},
+        rounds=max(s.rounds for s in stats),
+        masks=sum(s.masks for s in stats),
+    )
+
+
+_MEAN_FIELDS = ("loss", "mask_loss", "iou_loss", "first_iou", "last_iou")
+
+
+def _accumulate(
+    model: Sam, scene: Scene | FittedSample, index: int, config: TrainConfig, weight: float
+) -> StepStats:
+    """Add `weight` times the gradient of one image's loss to the parameters' gradients."""
+    gen = step_generator(config.seed, index)
     image, targets = scene_batch(scene, config.masks_per_step, gen)
     if image.shape[-1] != model.img_size or image.shape[-2] != model.img_size:
         raise ValueError(
             f"scene is {tuple(image.shape[-2:])} px but the model takes {model.img_size} px "
             "squares; set scene_size to the model's input size"
         )
-    optimizer.zero_grad(set_to_none=True)
     train_encoder = not config.freeze_image_encoder
     with _autocast(config.bf16), torch.set_grad_enabled(train_encoder):
         embedding = model.image_encoder(model.preprocess(image[0])[None])  # (1, C, h, w)
     leaf = embedding.detach().float().requires_grad_(train_encoder)
-    stats = simulate_rounds(model, leaf, targets, gen, config, backward=True)
+    stats = simulate_rounds(model, leaf, targets, gen, config, backward=True, weight=weight)
     if train_encoder and leaf.grad is not None:
         embedding.backward(leaf.grad.to(embedding.dtype))
-    if config.grad_clip > 0:
-        params = [p for p in model.parameters() if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-    optimizer.step()
     return stats
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
+    """Sum every gradient over the processes (each already weighted by 1 / global batch),
+    as one flat buffer: one collective per step."""
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
 
 
 def simulate_rounds(
@@ -118,10 +162,11 @@ def simulate_rounds(
     generator: torch.Generator,
     config: TrainConfig,
     backward: bool,
+    weight: float = 1.0,
 ) -> StepStats:
     """Simulated interactive prompting of (B, H, W) bool `targets` on one image whose
-    (1, C, h, w) `embedding` is given. With `backward`, each round's loss (divided by the
-    number of rounds) is backpropagated before the next round starts."""
+    (1, C, h, w) `embedding` is given. With `backward`, each round's loss (times `weight`,
+    divided by the number of rounds) is backpropagated before the next round starts."""
     pe = model.prompt_encoder
     b, size = targets.shape[0], targets.shape[-1]
     n_rounds = int(
@@ -204,7 +249,7 @@ def simulate_rounds(
         stats = per_prompt.detach()
         round_loss = per_prompt.sum(dim=1).mean()
         if backward:
-            (round_loss / n_rounds).backward()
+            (round_loss * (weight / n_rounds)).backward()
         mask_input = torch.cat(chosen_low)[:, None]  # (B, 1, 4h, 4w)
         pred = torch.cat(chosen_pred)  # (B, H, W)
         mean_iou = float(mask_iou(pred.float(), tfloat[:, 0]).mean())

@@ -1,7 +1,10 @@
 """The training loop: steps, learning-rate schedule, checkpoints, validation and the log.
 
-Everything random in step i comes from (config.seed, i) and training scene i, so a run that
-is killed and resumed from a checkpoint takes exactly the steps it would have taken.
+Step i trains on global images i * B ... i * B + B - 1 (B = images_per_step times the number
+of processes), and everything random about an image comes from (config.seed, its number), so
+a run that is killed and resumed from a checkpoint takes exactly the steps it would have
+taken. Under `torchrun` every process takes its share of each step's images and the
+gradients are averaged (see `distributed.py`); only rank 0 writes logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from tqdm import tqdm
 
 from .._atomic import atomic_path
 from ..build import sam_model_registry
-from ..data import SyntheticScenes, make_scene
+from ..checkpoints import load_weights
+from ..data import SyntheticScenes
 from ..eval.clicks import click_ious
+from ..loading import VARIANT_KEY
 from ..modeling import Sam
+from . import distributed
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .sources import SyntheticSource, TrainSource
 from .step import StepStats, train_step
 
 # Fields that may change between a run and its resumption without changing the steps taken
@@ -55,10 +62,13 @@ def build_optimizer(model: Sam, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
-def new_model(config: TrainConfig) -> Sam:
-    """The untrained model: its initial weights depend only on `config.seed`."""
+def new_model(config: TrainConfig, init_weights: dict[str, torch.Tensor] | None = None) -> Sam:
+    """The model to train: `init_weights` (fine-tuning), or fresh weights that depend only on
+    `config.seed`."""
     torch.manual_seed(config.seed)
     model = sam_model_registry[config.model]()
+    if init_weights is not None:
+        load_weights(model, init_weights, variant=config.model)
     if config.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)
     return model.train()
@@ -70,6 +80,8 @@ def validate(model: Sam, config: TrainConfig) -> dict[str, float]:
     and per kind of mask (object / part / group)."""
     model.eval()
     rows, kinds = [], []
+    if config.val_scenes == 0:
+        return {}
     for scene in SyntheticScenes(
         seed=config.val_scene_seed, n=config.val_scenes, size=config.scene_size
     ):
@@ -129,13 +141,23 @@ def _stop_on_signal() -> Iterator[list[bool]]:
 
 
 def train(
-    config: TrainConfig, out: Path, *, resume: bool = False, max_steps: int | None = None
+    config: TrainConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    source: TrainSource | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
 ) -> Sam:
     """Train (or continue training) into folder `out`; stop after `max_steps` steps in this
-    call if given, else at `config.total_steps`. Returns the model."""
+    call if given, else at `config.total_steps`. Images come from `source` (default: the
+    synthetic stream `config.train_scene_seed`); `init_weights` start a fine-tuning run.
+    Returns the model."""
     torch.set_num_threads(config.torch_threads)
+    rank, world = distributed.setup()
+    source = source or SyntheticSource(config.train_scene_seed, config.scene_size)
     ckpt_dir = out / "checkpoints"
-    model = new_model(config)
+    model = new_model(config, init_weights)
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
     step = 0
@@ -143,27 +165,23 @@ def train(
     if found is not None and not resume:
         raise FileExistsError(f"{out} already holds checkpoints; pass --resume or another --out")
     if resume and found is not None:
-        state = load_checkpoint(found, model)
-        changed = {
-            k
-            for k, v in config.to_dict().items()
-            if k not in OPERATIONAL and json.loads(json.dumps(v)) != state.config.get(k)
-        }
-        if changed:
-            raise ValueError(f"config differs from the checkpoint's in {sorted(changed)}")
-        optimizer.load_state_dict(state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
-        torch.set_rng_state(state.torch_rng)
-        step = state.step
-        print(f"resumed from {found} at step {step}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    log = _Log(out / "log.jsonl", step if resume else None)
+        step = _restore(found, model, optimizer, scheduler, config)
+        if rank == 0:
+            print(f"resumed from {found} at step {step}", flush=True)
+    distributed.broadcast_model(model)
+    lead = rank == 0
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    log = _Log(out / "log.jsonl", step if resume else None) if lead else None
     last_step = (
         config.total_steps if max_steps is None else min(config.total_steps, step + max_steps)
     )
+    per_rank = config.images_per_step
 
     def checkpoint() -> None:
+        if not lead:
+            return
         state = TrainState(
             step, optimizer.state_dict(), scheduler.state_dict(), torch.get_rng_state(),
             config.to_dict(),
@@ -172,39 +190,69 @@ def train(
 
     last_ckpt = last_val = time.monotonic()
     window: list[tuple[StepStats, float]] = []
-    bar = tqdm(total=config.total_steps, initial=step, disable=not sys.stderr.isatty())
+    bar = tqdm(total=config.total_steps, initial=step, disable=not (lead and sys.stderr.isatty()))
     with _stop_on_signal() as stop:
-        while step < last_step and not stop[0]:
+        while step < last_step and not distributed.any_flag(stop[0]):
             started = time.monotonic()
-            scene = make_scene(config.train_scene_seed, step, config.scene_size)
-            stats = train_step(model, optimizer, scene, config, step)
+            first = (step * world + rank) * per_rank
+            indices = list(range(first, first + per_rank))
+            scenes = [source(i) for i in indices]
+            stats = train_step(model, optimizer, scenes, indices, config, world)
             scheduler.step()
             step += 1
             bar.update(1)
             window.append((stats, time.monotonic() - started))
-            if step % config.log_every == 0 or step == last_step:
+            if log is not None and (step % config.log_every == 0 or step == last_step):
                 record = _summary(window, step, float(scheduler.get_last_lr()[0]))
                 log.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", iou1=f"{record['first_iou']:.2f}")
                 print(json.dumps(record), flush=True)
                 window = []
             now = time.monotonic()
-            if now - last_ckpt >= 60 * config.checkpoint_minutes:
+            if distributed.any_flag(now - last_ckpt >= 60 * config.checkpoint_minutes):
                 checkpoint()
                 last_ckpt = now
-            if now - last_val >= 60 * config.val_minutes:
+            if log is not None and now - last_val >= 60 * config.val_minutes:
                 _validate_and_log(model, config, step, log)
                 last_val = time.monotonic()
     bar.close()
     checkpoint()
-    if step >= config.total_steps:
+    if log is not None and step >= config.total_steps:
         _validate_and_log(model, config, step, log)
         with atomic_path(out / "model.safetensors") as path:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+            save_file(
+                {k: v.contiguous() for k, v in model.state_dict().items()},
+                str(path),
+                metadata={VARIANT_KEY: config.model},
+            )
     return model
 
 
+def _restore(
+    found: Path,
+    model: Sam,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+) -> int:
+    """Load checkpoint `found` into the training objects; returns its step."""
+    state = load_checkpoint(found, model)
+    changed = {
+        k
+        for k, v in config.to_dict().items()
+        if k not in OPERATIONAL and json.loads(json.dumps(v)) != state.config.get(k)
+    }
+    if changed:
+        raise ValueError(f"config differs from the checkpoint's in {sorted(changed)}")
+    optimizer.load_state_dict(state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    torch.set_rng_state(state.torch_rng)
+    return state.step
+
+
 def _validate_and_log(model: Sam, config: TrainConfig, step: int, log: _Log) -> None:
+    if config.val_scenes == 0:
+        return
     started = time.monotonic()
     record = {"type": "val", "step": step, **validate(model, config)}
     record["seconds"] = round(time.monotonic() - started, 1)

@@ -1,0 +1,79 @@
+"""Where training images come from: the synthetic scene stream, or samples on disk (an SA-1B
+folder or a COCO file) fitted to the model's square input.
+
+A source maps a global image number (step * batch + position) to a `Scene`-like object with
+`image` (S, S, 3) uint8 and `masks` (N, S, S) bool, S the model's input size. Image numbers
+never repeat within a run, so the same number always means the same image: resuming and
+multi-process training see exactly the images a single process would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from ..data import Scene, make_scene
+from ..data.folders import Sample
+
+MIN_MASK_AREA = 16  # px at the model's size; smaller masks are no useful training target
+
+
+class TrainSource(Protocol):
+    def __call__(self, index: int) -> Scene | FittedSample: ...
+
+
+@dataclass(frozen=True)
+class FittedSample:
+    image: np.ndarray  # (S, S, 3) uint8, the sample resized (longest side S) and padded
+    masks: np.ndarray  # (N, S, S) bool
+
+
+class SyntheticSource:
+    """Image i is synthetic scene i of stream `seed`."""
+
+    def __init__(self, seed: int, size: int) -> None:
+        self.seed, self.size = seed, size
+
+    def __call__(self, index: int) -> Scene:
+        return make_scene(self.seed, index, self.size)
+
+
+class DatasetSource:
+    """Samples of a dataset in a fresh random order every epoch (seeded), each fitted to a
+    `size` x `size` input: the longest side resized to `size`, bottom and right padded with
+    zeros, as the predictor pads. Samples left with no usable mask are skipped."""
+
+    def __init__(self, dataset: Sequence[Sample], size: int, seed: int) -> None:
+        if len(dataset) == 0:
+            raise ValueError("the training dataset has no images")
+        self.dataset, self.size, self.seed = dataset, size, seed
+
+    def __call__(self, index: int) -> FittedSample:
+        n = len(self.dataset)
+        for attempt in range(n):
+            epoch, position = divmod(index + attempt, n)
+            order = np.random.default_rng([self.seed, epoch]).permutation(n)
+            fitted = fit_sample(self.dataset[int(order[position])], self.size)
+            if len(fitted.masks):
+                return fitted
+        raise ValueError(f"no image of the dataset has a mask of at least {MIN_MASK_AREA} px")
+
+
+def fit_sample(sample: Sample, size: int) -> FittedSample:
+    """Resize `sample` so its longest side is `size` and pad it to a square; masks are resized
+    with nearest neighbours and those left smaller than MIN_MASK_AREA are dropped."""
+    h, w = sample.image.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    image[:nh, :nw] = cv2.resize(sample.image, (nw, nh), interpolation=cv2.INTER_AREA)
+    masks = np.zeros((len(sample.masks), size, size), dtype=bool)
+    for i, mask in enumerate(sample.masks):
+        small = cv2.resize(mask.view(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)
+        masks[i, :nh, :nw] = small.astype(bool)
+    keep = masks.reshape(len(masks), -1).sum(axis=1) >= MIN_MASK_AREA
+    return FittedSample(image, masks[keep])
