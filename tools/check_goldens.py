@@ -86,13 +86,18 @@ def _diff(name: str, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prefix", help="path of the goldens without extension")
-    diffs = compare(parser.parse_args().prefix)
+    print_report(compare(parser.parse_args().prefix))
+
+
+def print_report(diffs: list[Diff]) -> None:
+    """One line per case, then the worst of each measure (logits without the embedding)."""
     print(f"{'case':32s} {'max|dIoU|':>10s} {'max|dlogit|':>12s} {'mask px diff':>13s}")
     for d in diffs:
         print(f"{d.case:32s} {d.iou_max:10.2e} {d.logits_max:12.2e} {d.mask_frac:13.6%}")
     print(
         f"worst: IoU {max(d.iou_max for d in diffs):.2e}, logits "
         f"{max(d.logits_max for d in diffs if 'embedding' not in d.case):.2e}, "
+        f"embedding {max(d.logits_max for d in diffs if 'embedding' in d.case):.2e}, "
         f"mask pixels {max(d.mask_frac for d in diffs):.5%}"
     )
 

@@ -193,13 +193,26 @@ def _independent_tensors(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     return out
 
 
-def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+def convert(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, layout: str | None = None
+) -> None:
     """Convert a weights file: `dst` ending in .safetensors gets safetensors (keeping `src`'s
-    safetensors metadata), .pth/.pt a plain `torch.save`d state dict. Written atomically."""
+    safetensors metadata), .pth/.pt a plain `torch.save`d state dict. Written atomically.
+
+    layout: None keeps the key names; "samkit" writes the official/samkit names (from any
+    layout samkit reads); "hf" writes transformers' `SamModel` names."""
+    from .layouts import LAYOUTS, to_hf, to_samkit
+
     suffix = Path(dst).suffix
     if suffix not in (".safetensors", ".pth", ".pt"):
         raise ValueError(f"cannot write {dst}: the name must end in .safetensors, .pth or .pt")
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     state_dict = read_state_dict(src)
+    if layout is not None:
+        state_dict, _ = to_samkit(state_dict)
+    if layout == "hf":
+        state_dict = to_hf(state_dict)
     if suffix == ".safetensors":
         write_safetensors(state_dict, dst, metadata=read_metadata(src) or None)
         return

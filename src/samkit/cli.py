@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_segment(sub)
     _add_amg(sub)
-    _add_eval(sub)
+    cli_train.add_eval(sub)
+    cli_train.add_finetune(sub)
     _add_weights(sub)
     _add_serve(sub)
     return parser
@@ -192,81 +193,6 @@ def _amg(args: argparse.Namespace) -> int:
 
 
 # -- eval ----------------------------------------------------------------------------------
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="mIoU after 1, 2, 3, ... clicks of the standard click protocol",
-        description="Interactive evaluation: the first click at the point farthest from the "
-        "object's boundary, each next click at the centre of the largest error region. "
-        "Reports mIoU (mask chosen by predicted IoU) and the best-of-3 oracle after one click, "
-        "overall and per group with 95%% confidence intervals.",
-        epilog="examples:\n  samkit eval --model samkit_default --synthetic 3 --n 100 --out ev/\n"
-        "  samkit eval --model vit_b --coco instances.json --images imgs/ --group-by "
-        "category_id --out ev/",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--model", required=True, help="model name or weights file")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--synthetic", type=int, metavar="SEED", help="synthetic scenes of this seed")
-    src.add_argument("--sa1b", metavar="DIR", help="SA-1B folder (images + JSON)")
-    src.add_argument("--coco", metavar="JSON", help="COCO instances file (with --images)")
-    p.add_argument("--images", help="folder of the COCO file's images")
-    p.add_argument("--n", type=int, default=50, help="number of synthetic scenes (default 50)")
-    p.add_argument("--size", type=int, default=128, help="synthetic scene size (default 128)")
-    p.add_argument("--group-by", help="annotation field to group by (synthetic: its kind)")
-    p.add_argument(
-        "--clicks",
-        type=_ints,
-        default=[1, 2, 3, 5, 9],
-        help="click counts to report (default 1,2,3,5,9)",
-    )
-    p.add_argument(
-        "--random-first",
-        type=int,
-        metavar="SEED",
-        help="first click at a random pixel of the object (seeded) instead",
-    )
-    p.add_argument("--out", help="folder for results.md, results.csv and miou.png")
-    p.add_argument("--device", default=None, help="torch device (default cpu)")
-    p.set_defaults(handler=_eval)
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from . import load
-    from .eval import report
-
-    if args.synthetic is not None:
-        items = report.synthetic_items(args.synthetic, args.n, args.size)
-    elif args.sa1b:
-        from .data import SA1BFolder
-
-        items = report.dataset_items(SA1BFolder(args.sa1b), args.group_by)
-    else:
-        if not args.images:
-            raise ValueError("--coco needs --images, the folder its file_names are relative to")
-        from .data import CocoInstances
-
-        items = report.dataset_items(CocoInstances(args.coco, args.images), args.group_by)
-    scores = report.evaluate(
-        load(args.model, device=args.device),
-        items,
-        max(args.clicks),
-        random_first_seed=args.random_first,
-    )
-    rows = report.summarize(scores, args.clicks)
-    table = report.to_markdown(rows)
-    print(table, end="")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.md").write_text(table)
-        report.write_csv(rows, out / "results.csv")
-        report.plot_png(rows, out / "miou.png")
-    return 0
-
-
 # -- weights -------------------------------------------------------------------------------
 def _add_weights(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -275,7 +201,8 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
         description="Official SAM weights are cached under $SAMKIT_HOME (default "
         "~/.cache/samkit). Set SAMKIT_WEIGHTS_MIRROR to fetch them from another server.",
         epilog="examples:\n  samkit weights list\n  samkit weights get vit_b\n"
-        "  samkit weights path vit_b\n  samkit weights convert in.pth out.safetensors",
+        "  samkit weights path vit_b\n  samkit weights convert in.pth out.safetensors\n"
+        "  samkit weights convert in.pth model.safetensors --to hf",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     wsub = p.add_subparsers(dest="weights_command", required=True)
@@ -289,9 +216,19 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
         wp = wsub.add_parser(name, help=text)
         wp.add_argument("name", help="weights name, e.g. vit_b")
         wp.set_defaults(handler=handler)
-    cp = wsub.add_parser("convert", help="convert .pth <-> .safetensors (samkit layout)")
-    cp.add_argument("src", help="input weights (.pth or .safetensors)")
+    cp = wsub.add_parser(
+        "convert",
+        help="convert .pth <-> .safetensors, and between the samkit and Hugging Face layouts",
+    )
+    cp.add_argument("src", help="input weights (.pth/.pt or .safetensors), any layout")
     cp.add_argument("dst", help="output file; .safetensors or .pth")
+    cp.add_argument(
+        "--to",
+        choices=["samkit", "hf"],
+        default=None,
+        help="key names to write: samkit (official/MobileSAM) or hf (transformers SamModel); "
+        "default: keep the input's",
+    )
     cp.set_defaults(handler=_weights_convert)
 
 
@@ -332,7 +269,7 @@ def _weights_get(args: argparse.Namespace) -> int:
 def _weights_convert(args: argparse.Namespace) -> int:
     from .checkpoints import convert
 
-    convert(args.src, args.dst)
+    convert(args.src, args.dst, layout=args.to)
     print(f"wrote {args.dst}")
     return 0
 

@@ -20,30 +20,36 @@ VARIANT_KEY = "samkit_variant"
 def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None = None) -> Sam:
     """Return an eval-mode `Sam` on `device` (CPU when None).
 
-    name_or_path: a registry name ("vit_b", "vit_l", "vit_h", "default", "samkit_tiny"),
-    resolved to cached or downloaded official weights (seeded weights for the small variants),
-    or a path to a weights file (.pth or .safetensors) whose variant is found from its shapes.
+    name_or_path: a registry name ("vit_b", "vit_l", "vit_h", "vit_t", "default",
+    "samkit_tiny") or a `KNOWN_WEIGHTS` name ("hf_vit_b"), resolved to cached or downloaded
+    weights (seeded weights for the small variants); or a path to a weights file (.pth, .pt or
+    .safetensors) in the official, MobileSAM, Hugging Face or samkit layout, whose variant is
+    found from its shapes.
     """
     from .checkpoints import KNOWN_WEIGHTS, download, load_weights, read_state_dict
+    from .layouts import to_samkit
 
     key = os.fspath(name_or_path)
-    if key in sam_model_registry and not Path(key).is_file():
-        variant = "vit_h" if key == "default" else key
+    if (key in sam_model_registry or key in KNOWN_WEIGHTS) and not Path(key).is_file():
+        name = "vit_h" if key == "default" else key
+        variant = KNOWN_WEIGHTS[name].variant if name in KNOWN_WEIGHTS else name
         model = sam_model_registry[variant]()
-        if variant in SEEDED_VARIANTS:
-            seeded_init_(model, SEEDED_VARIANTS[variant])
-        elif variant in KNOWN_WEIGHTS:
-            load_weights(model, read_state_dict(download(variant)), variant=variant)
+        if name in SEEDED_VARIANTS:
+            seeded_init_(model, SEEDED_VARIANTS[name])
+        elif name in KNOWN_WEIGHTS:
+            state_dict, _ = to_samkit(read_state_dict(download(name)))
+            load_weights(model, state_dict, variant=variant)
         else:
             raise ValueError(f"no weights are known for model {key!r}; pass a weights file")
     else:
         path = Path(key)
         if not path.is_file():
             raise FileNotFoundError(
-                f"{key!r} is neither a model name ({', '.join(sam_model_registry)}) "
+                f"{key!r} is neither a model name ({', '.join(sam_model_registry)}, "
+                f"{', '.join(n for n in KNOWN_WEIGHTS if n not in sam_model_registry)}) "
                 "nor an existing weights file"
             )
-        state_dict = read_state_dict(path)
+        state_dict, _ = to_samkit(read_state_dict(path))
         variant = detect_variant(state_dict, path)
         model = sam_model_registry[variant]()
         load_weights(model, state_dict, variant=variant)
@@ -71,8 +77,10 @@ def detect_variant(state_dict: dict[str, torch.Tensor], path: Path | None = None
         if name != "default" and _variant_shapes(name) == shapes:
             return name
     where = f" in {path}" if path is not None else ""
+    sample = ", ".join(list(state_dict)[:3])
     raise ValueError(
-        f"the weights{where} match none of the known SAM variants "
-        f"({', '.join(n for n in sam_model_registry if n != 'default')}); "
+        f"the weights{where} ({len(state_dict)} tensors: {sample}, ...) match none of the known "
+        f"SAM variants ({', '.join(n for n in sam_model_registry if n != 'default')}) in the "
+        "official, MobileSAM, Hugging Face (transformers SamModel) or samkit layout; "
         "is this a checkpoint of another model?"
     )

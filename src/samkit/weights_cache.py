@@ -43,9 +43,14 @@ class WeightInfo:
 
 
 _FAIR = "https://dl.fbaipublicfiles.com/segment_anything"
-# The official SAM 1 checkpoints. The sha256 sums are the ones micro-sam pins in
-# `_CHECKSUMS` (computational-cell-analytics/micro-sam, micro_sam/util.py) and agree with
-# several independent download manifests; the byte sizes agree across those manifests.
+_MOBILE_SAM = (
+    "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/"
+    "f706ad9c4eb7f219c00d9050e46328518ffb65d2"
+)
+# The official SAM 1 checkpoints, then MobileSAM's. The official sha256 sums are the ones
+# micro-sam pins in `_CHECKSUMS` (computational-cell-analytics/micro-sam, micro_sam/util.py)
+# and agree with several independent download manifests; the byte sizes agree across those
+# manifests.
 KNOWN_WEIGHTS: dict[str, WeightInfo] = {
     info.name: info
     for info in (
@@ -73,6 +78,23 @@ KNOWN_WEIGHTS: dict[str, WeightInfo] = {
             filename="sam_vit_b_01ec64.pth",
             size=375_042_383,
         ),
+        # MobileSAM (TinyViT encoder), from its GitHub repository at a pinned commit. The
+        # sha256 and size agree across several independent projects that pin this file
+        # (e.g. micro-sam's `_CHECKSUMS["vit_t"]` and MobileSAM integrations that pin commit
+        # f706ad9c with size 40,728,226 bytes).
+        WeightInfo(
+            name="vit_t",
+            variant="vit_t",
+            url=f"{_MOBILE_SAM}/weights/mobile_sam.pt",
+            sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+            filename="mobile_sam.pt",
+            size=40_728_226,
+        ),
+        # Hugging Face's facebook/sam-vit-{base,large,huge} (model.safetensors, SamModel layout)
+        # are NOT registered: no sha256 for them could be confirmed from a source we can read
+        # here, and `download` verifies every file. Download one yourself from
+        # https://huggingface.co/facebook/sam-vit-base/resolve/main/model.safetensors
+        # (or -large, -huge) and pass its path to `samkit.load`; the layout is detected.
     )
 }
 

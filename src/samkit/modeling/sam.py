@@ -12,6 +12,7 @@ from torch import nn
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
+from .tiny_vit import TinyViT
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -26,7 +27,7 @@ class Sam(nn.Module):
     def __init__(
         self,
         *,
-        image_encoder: ImageEncoderViT,
+        image_encoder: ImageEncoderViT | TinyViT,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
         pixel_mean: Sequence[float] = PIXEL_MEAN,
