@@ -4,15 +4,15 @@ Needs Debian's `chromium` and `chromium-driver` (`make test` installs them when 
 skipped, with the reason, where they are absent. Selenium is pointed at the system
 chromedriver, so selenium-manager never downloads anything.
 
-`python tests/test_serve_browser.py docs/img/annotator.png` runs the same session and saves
-its screenshot for the README.
+`python tests/test_serve_browser.py docs/img/annotator.png [--model NAME|PATH]` runs the same
+session (seeded `samkit_tiny` by default), clicks a second object and saves the screenshot
+for the README.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from samkit import load
 from samkit.build import build_samkit_tiny, seeded_init_
 from samkit.io import annotation_to_mask, read_coco
 from samkit.rle import decode_coco_rle
@@ -87,12 +88,13 @@ def pick_point(client: Any, image_id: str) -> tuple[int, int]:
 
 
 @contextmanager
-def annotator(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def annotator(tmp_path: Path, model: str = "samkit_tiny") -> Iterator[dict[str, Any]]:
     """A folder with one scene, the app on it served on 127.0.0.1, and a browser."""
     folder = tmp_path / "images"
     folder.mkdir()
     Image.fromarray(scene()).save(folder / "scene.png")
-    app = create_app(folder, seeded_init_(build_samkit_tiny(), seed=0), model_name="samkit_tiny")
+    sam = seeded_init_(build_samkit_tiny(), seed=0) if model == "samkit_tiny" else load(model)
+    app = create_app(folder, sam, model_name=model)
     with background(app) as url:
         driver = chrome(tmp_path / "profile")
         try:
@@ -107,10 +109,40 @@ def session(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield state
 
 
-def annotate_and_export(session: dict[str, Any], screenshot: Path) -> dict[str, Any]:
-    """Drive the page: click, wait for the mask, accept with a label, export COCO."""
-    from fastapi.testclient import TestClient
+def click_at(driver: Any, x: float, y: float, *, right: bool = False) -> None:
+    """Click image pixel (x, y) of the page's canvas (320 px wide image)."""
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = driver.find_element(By.ID, "canvas")
+    scale = canvas.size["width"] / 320
+    chain = ActionChains(driver).move_to_element_with_offset(  # offsets from the centre
+        canvas,
+        int((x + 0.5) * scale - canvas.size["width"] / 2),
+        int((y + 0.5) * scale - canvas.size["height"] / 2),
+    )
+    (chain.context_click() if right else chain.click()).perform()
+
+
+def keys(driver: Any, *sequence: str, shift: bool = False) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    chain = ActionChains(driver)
+    if shift:
+        chain = chain.key_down(Keys.SHIFT)
+    chain = chain.send_keys(*sequence)
+    if shift:
+        chain = chain.key_up(Keys.SHIFT)
+    chain.perform()
+
+
+MASK_SHOWN = "window.samkit.state.result && document.body.dataset.state === 'ready'"
+
+
+def annotate_and_export(session: dict[str, Any], screenshot: Path) -> dict[str, Any]:
+    """Drive the page: click, cycle, undo/redo, accept with a label, export COCO."""
+    from fastapi.testclient import TestClient
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -118,28 +150,33 @@ def annotate_and_export(session: dict[str, Any], screenshot: Path) -> dict[str, 
     client = TestClient(session["app"])
     image_id = client.get("/api/images").json()[0]["id"]
     x, y = pick_point(client, image_id)
+    state = "window.samkit.state"
 
     driver.get(session["url"] + "/")
     wait_for(driver, "document.body.dataset.state === 'ready'")
-    canvas = driver.find_element(By.ID, "canvas")
-    scale = canvas.size["width"] / 320
-    # Selenium offsets are from the element's centre.
-    ActionChains(driver).move_to_element_with_offset(
-        canvas,
-        int((x + 0.5) * scale - canvas.size["width"] / 2),
-        int((y + 0.5) * scale - canvas.size["height"] / 2),
-    ).click().perform()
-    wait_for(driver, "window.samkit.state.result && document.body.dataset.state === 'ready'")
+    click_at(driver, x, y)
+    wait_for(driver, MASK_SHOWN)
+    best = driver.execute_script(f"return {state}.result.best")
+    keys(driver, Keys.TAB)  # next candidate
+    assert driver.execute_script(f"return {state}.selected") == (best + 1) % 3
+    click_at(driver, 300, 20, right=True)  # a negative point: a second prediction
+    wait_for(driver, f"{state}.prompt.labels.join() === '1,0' && {state}.history.length === 2")
+    wait_for(driver, MASK_SHOWN)
+    keys(driver, "z", "z")  # undo both clicks
+    assert driver.execute_script(f"return {state}.result === null && !{state}.prompt.points.length")
+    keys(driver, "z", shift=True)  # redo the first click, candidate choice included
+    assert driver.execute_script(f"return {state}.selected") == (best + 1) % 3
+    assert driver.execute_script(f"return {state}.prompt.labels.join()") == "1"
     shown = driver.execute_script(
-        "const S = window.samkit.state;"
+        f"const S = {state};"
         "return {area: window.samkit.shownArea(), mask: S.result.masks[S.selected],"
-        " point: S.prompt.points[0]};"
+        " index: S.selected, point: S.prompt.points[0]};"
     )
     label = driver.find_element(By.ID, "label")
     label.clear()
     label.send_keys("red box")
     label.send_keys(Keys.ENTER)  # Enter in the label field accepts
-    wait_for(driver, "window.samkit.state.objects.length === 1")
+    wait_for(driver, f"{state}.objects.length === 1 && {state}.result === null")
     driver.find_element(By.ID, "export-btn").click()
     wait_for(driver, "document.body.dataset.exported === 'coco'")
     screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +196,7 @@ def test_click_accept_export_in_chromium(session: dict[str, Any], tmp_path: Path
     # The same prompt through the API gives the mask the page showed.
     url = f"/api/images/{out['image_id']}/predict"
     api = out["client"].post(url, json={"points": [[px, py]], "labels": [1]}).json()
-    assert np.array_equal(decode_coco_rle(api["masks"][api["best"]]["segmentation"]), drawn)
+    assert np.array_equal(decode_coco_rle(api["masks"][shown["index"]]["segmentation"]), drawn)
 
     coco = read_coco(session["folder"] / ".samkit" / "export" / "coco" / "annotations.json")
     assert [c["name"] for c in coco.categories.values()] == ["red box"]
@@ -170,14 +207,24 @@ def test_click_accept_export_in_chromium(session: dict[str, Any], tmp_path: Path
     assert (tmp_path / "annotator.png").stat().st_size > 10_000
 
 
-def main(screenshot: str) -> None:
-    """Run the session outside pytest and save its screenshot (for docs/img/annotator.png)."""
+def main() -> None:
+    """Run the session outside pytest, click the disc too, and save the screenshot."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("screenshot", nargs="?", default="docs/img/annotator.png")
+    ap.add_argument("--model", default="samkit_tiny", help="model name or weights file")
+    args = ap.parse_args()
+    screenshot = args.screenshot
     with tempfile.TemporaryDirectory() as tmp:
-        with annotator(Path(tmp)) as state:
+        with annotator(Path(tmp), args.model) as state:
             annotate_and_export(state, Path(tmp) / "shot.png")
+            click_at(state["driver"], 240, 120)  # a live mask next to the accepted object
+            wait_for(state["driver"], MASK_SHOWN)
+            state["driver"].save_screenshot(str(Path(tmp) / "shot.png"))
         shutil.copy(Path(tmp) / "shot.png", screenshot)
     print(json.dumps({"screenshot": screenshot}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/img/annotator.png")
+    main()

@@ -44,7 +44,7 @@ export function renderPanels(S, actions) {
     return li;
   }));
   if (!masks.length) {
-    $("candidates").append(item("click the image (Tab cycles the 3 candidates)", { small: "" }));
+    $("candidates").append(item("click or drag on the image", { small: "" }));
   }
 
   $("proposals").hidden = S.proposals.length === 0;
@@ -65,11 +65,11 @@ export function renderPanels(S, actions) {
       swatch: color(obj.id), small: `${obj.area} px`,
       buttons: [
         [hidden ? "show" : "hide", "hide or show this object", () => actions.toggleHidden(obj.id)],
-        ["rename", "change the label", () => {
+        ["✎", "change the label", () => {
           const label = window.prompt("Label", obj.label);
           if (label) actions.rename(obj.id, label);
         }],
-        ["delete", "delete this object", () => actions.remove(obj.id)],
+        ["✕", "delete this object", () => actions.remove(obj.id)],
       ],
     });
     if (hidden) li.classList.add("hidden-object");
