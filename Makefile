@@ -44,10 +44,12 @@ clean:
 
 # The official segment_anything, in a throwaway venv, for goldens and benchmarks only.
 PEER_VENV ?= .venv-peer
+# mobilesam-mirror (MobileSAM's code; needs timm) and transformers: references for the model zoo.
 PEER_SPEC ?= torch==2.14.1 torchvision==0.29.1 segment-anything==1.0 safetensors numpy pillow \
-	pycocotools opencv-python-headless scikit-image
+	pycocotools opencv-python-headless scikit-image \
+	mobilesam-mirror==1.0.0 timm==1.0.31 transformers==5.24.0
 
-.PHONY: peer-venv goldens
+.PHONY: peer-venv goldens zoo-goldens
 peer-venv: $(PEER_VENV)/.installed
 $(PEER_VENV)/.installed:
 	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
@@ -56,3 +58,6 @@ $(PEER_VENV)/.installed:
 
 goldens: peer-venv
 	$(PEER_VENV)/bin/python tools/make_goldens.py --out tests/goldens
+
+zoo-goldens: peer-venv
+	$(PEER_VENV)/bin/python tools/make_zoo_goldens.py --out tests/goldens
