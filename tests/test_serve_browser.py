@@ -207,6 +207,66 @@ def test_click_accept_export_in_chromium(session: dict[str, Any], tmp_path: Path
     assert (tmp_path / "annotator.png").stat().st_size > 10_000
 
 
+@needs_chromium
+def test_segment_everything_objects_and_navigation(session: dict[str, Any]) -> None:
+    from fastapi.testclient import TestClient
+    from selenium.webdriver.common.by import By
+
+    driver, state = session["driver"], "window.samkit.state"
+    Image.fromarray(scene()[::-1]).save(session["folder"] / "second.png")
+    driver.get(session["url"] + "/")
+    wait_for(driver, "document.body.dataset.state === 'ready'")
+    names = lambda: driver.find_element(By.ID, "file-name").text  # noqa: E731
+    assert names().startswith("scene.png (1/2)")
+    keys(driver, "n")
+    wait_for(driver, f"{state}.index === 1 && document.body.dataset.state === 'ready'")
+    assert names().startswith("second.png (2/2)")
+    keys(driver, "p")
+    wait_for(driver, f"{state}.index === 0 && document.body.dataset.state === 'ready'")
+
+    options = {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0,
+        "stability_score_thresh": 0,
+        "box_nms_thresh": 1,
+    }
+    driver.find_element(By.CSS_SELECTOR, "#amg-settings summary").click()  # unfold
+    for name, value in zip(
+        ("amg-points", "amg-iou", "amg-stability", "amg-nms"), options.values(), strict=True
+    ):
+        field = driver.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(str(value))
+    driver.find_element(By.ID, "canvas").click()  # focus the page again, adding a point
+    wait_for(driver, MASK_SHOWN)
+    keys(driver, "e")
+    wait_for(driver, f"{state}.proposals.length > 0 && document.body.dataset.state === 'ready'")
+    client = TestClient(session["app"])
+    image_id = client.get("/api/images").json()[0]["id"]
+    url = f"/api/images/{image_id}/everything"
+    expected = client.post(url, json=options).json()["masks"]
+    shown = driver.execute_script(f"return {state}.proposals")
+    assert [m["segmentation"] for m in shown] == [m["segmentation"] for m in expected]
+
+    driver.find_element(By.CSS_SELECTOR, "#proposal-list li button[title='discard']").click()
+    wait_for(driver, f"{state}.proposals.length === {len(expected) - 1}")
+    driver.find_element(By.ID, "accept-all").click()
+    wait_for(driver, f"{state}.objects.length === {len(expected) - 1}")
+    saved = client.get(f"/api/images/{image_id}/annotations").json()
+    assert [a["area"] for a in saved] == [m["area"] for m in expected[1:]]
+
+    first = driver.find_element(By.CSS_SELECTOR, "#objects li")
+    first.find_element(By.XPATH, "./button[text()='hide']").click()
+    wait_for(driver, f"{state}.hidden.has({saved[0]['id']})")
+    assert "hidden-object" in driver.find_element(By.CSS_SELECTOR, "#objects li").get_attribute(
+        "class"
+    )
+    driver.find_element(By.CSS_SELECTOR, "#objects li button[title='delete this object']").click()
+    wait_for(driver, f"{state}.objects.length === {len(expected) - 2}")
+    left = client.get(f"/api/images/{image_id}/annotations").json()
+    assert [a["id"] for a in left] == [a["id"] for a in saved[1:]]
+
+
 def main() -> None:
     """Run the session outside pytest, click the disc too, and save the screenshot."""
     import argparse

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,9 +12,17 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def run(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve `app` until interrupted."""
+    if host not in LOOPBACK:
+        print(
+            f"warning: serving on {host}: anyone who can reach this port can read and annotate "
+            "the folder's images (there is no login)",
+            file=sys.stderr,
+        )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

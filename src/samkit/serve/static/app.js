@@ -153,7 +153,12 @@ function saveObject(m, points) {
 // -- segment everything ------------------------------------------------------------------
 async function everything() {
   setState("predicting", "segmenting everything (this runs the model on a grid of points)");
-  const out = await api.everything(S.info.id, {});
+  const out = await api.everything(S.info.id, {
+    points_per_side: Number($("amg-points").value),
+    pred_iou_thresh: Number($("amg-iou").value),
+    stability_score_thresh: Number($("amg-stability").value),
+    box_nms_thresh: Number($("amg-nms").value),
+  });
   S.proposals = out.masks;
   S.proposalMasks = out.masks.map((m, i) => maskCanvas(m.segmentation, color(i + 7)));
   setState("ready", `${out.masks.length} proposals in ${out.seconds.toFixed(1)} s: accept or discard them`);
@@ -186,6 +191,11 @@ function fitCanvas() {
 
 function render() {
   renderPanels(S, actions);
+  draw();
+}
+
+// The canvas only (hovering a proposal redraws this without rebuilding the lists under the mouse).
+function draw() {
   if (!S.image) return;
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.drawImage(S.image, 0, 0, canvas.width, canvas.height);
@@ -235,7 +245,7 @@ window.addEventListener("mousemove", (e) => {
   if (S.drag.moved && S.drag.button === 0) {
     const [x0, y0] = S.drag.start, [x1, y1] = toImage(e);
     S.drag.box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
-    render();
+    draw();
   }
 });
 window.addEventListener("mouseup", (e) => {
@@ -274,7 +284,7 @@ const actions = {
   toggleHidden: (id) => { S.hidden.has(id) ? S.hidden.delete(id) : S.hidden.add(id); render(); },
   remove: (id) => api.deleteAnnotation(S.info.id, id).then(loadObjects).then(render).catch(fail),
   rename: (id, label) => api.relabel(S.info.id, id, label).then(loadObjects).then(render).catch(fail),
-  focus: (i) => { S.focus = i; render(); },
+  focus: (i) => { S.focus = i; draw(); },
   acceptProposals: (idx) => acceptProposals(idx).catch(fail),
   discardProposals,
 };

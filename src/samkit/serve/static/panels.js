@@ -50,12 +50,12 @@ export function renderPanels(S, actions) {
   $("proposals").hidden = S.proposals.length === 0;
   $("proposal-list").replaceChildren(...S.proposals.map((m, i) => {
     const li = item(`proposal ${i + 1}`, {
-      active: i === S.focus, swatch: color(i + 7), small: `IoU ${m.predicted_iou.toFixed(2)}`,
+      swatch: color(i + 7), small: `IoU ${m.predicted_iou.toFixed(2)}`,
       buttons: [["✓", "accept with the label", () => actions.acceptProposals([i])],
         ["✗", "discard", () => actions.discardProposals([i])]],
     });
-    li.onmouseenter = () => actions.focus(i);
-    li.onmouseleave = () => actions.focus(-1);
+    li.onmouseenter = () => { li.classList.add("active"); actions.focus(i); };
+    li.onmouseleave = () => { li.classList.remove("active"); actions.focus(-1); };
     return li;
   }));
 
