@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import __version__
+from . import __version__, cli_train
 
 EXAMPLES = """\
 examples:
@@ -348,18 +348,6 @@ def _floats(n: int) -> Callable[[str], list[float]]:
 
 
 _xy = _floats(2)
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected positive whole numbers like 1,3,5; got {text!r}"
-        )
-    return values
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +27,13 @@ class Sample:
     ids: list[int]  # annotation ids, parallel to masks
     path: Path  # the image file
     attributes: list[dict[str, Any]]  # each annotation's other fields (no segmentation)
+
+
+class SampleSource(Protocol):
+    """Anything indexable that yields `Sample`s: SA1BFolder, CocoInstances, a list."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> Sample: ...
 
 
 def _stack(masks: list[np.ndarray], h: int, w: int, where: str) -> np.ndarray:

@@ -8,12 +8,11 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from .._atomic import atomic_path
-from ..data.folders import Sample
+from ..data.folders import SampleSource
 from ..modeling import Sam
 from .clicks import run_protocol
 
@@ -197,11 +196,6 @@ def synthetic_items(seed: int, n: int, size: int) -> Iterable[EvalItem]:
     for i in range(n):
         scene = make_scene(seed, i, size)
         yield EvalItem(scene.image, scene.masks, [o.kind for o in scene.objects])
-
-
-class SampleSource(Protocol):
-    def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> Sample: ...
 
 
 def dataset_items(dataset: SampleSource, group_by: str | None) -> Iterable[EvalItem]:

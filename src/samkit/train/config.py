@@ -89,3 +89,48 @@ class TrainConfig:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         return float(self.lr_gamma ** sum(step >= m for m in self.lr_milestones))
+
+
+def finetune_config(
+    model: str,
+    image_size: int,
+    *,
+    steps: int,
+    lr: float,
+    freeze_image_encoder: bool,
+    threads: int,
+    seed: int = 0,
+) -> TrainConfig:
+    """The recipe `samkit finetune` uses: the paper's prompting and losses at a fine-tuning
+    learning rate, warm-up over the first 5% of steps, 10x decays at 2/3 and 9/10 of them."""
+    return TrainConfig(
+        model=model,
+        torch_threads=threads,
+        seed=seed,
+        train_scene_seed=seed,
+        val_scene_seed=seed + 1,
+        val_scenes=0,  # evaluate afterwards with `samkit eval` on held-out data
+        val_clicks=3,
+        scene_size=image_size,
+        images_per_step=1,
+        masks_per_step=16,
+        min_rounds=1,
+        max_rounds=3,
+        mask_only_prob=0.15,
+        loss_size=min(image_size, 256),
+        box_prob=0.5,
+        lr=lr,
+        weight_decay=0.05,
+        betas=(0.9, 0.999),
+        warmup_steps=max(1, steps // 20),
+        total_steps=steps,
+        lr_milestones=(max(1, 2 * steps // 3), max(1, 9 * steps // 10)),
+        lr_gamma=0.1,
+        grad_clip=1.0,
+        bf16=False,
+        freeze_image_encoder=freeze_image_encoder,
+        log_every=max(1, min(25, steps // 20)),
+        checkpoint_minutes=5,
+        keep_checkpoints=2,
+        val_minutes=1e9,
+    )

@@ -9,7 +9,6 @@ multi-process training see exactly the images a single process would have seen.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..data import Scene, make_scene
-from ..data.folders import Sample
+from ..data.folders import Sample, SampleSource
 
 MIN_MASK_AREA = 16  # px at the model's size; smaller masks are no useful training target
 
@@ -47,7 +46,7 @@ class DatasetSource:
     `size` x `size` input: the longest side resized to `size`, bottom and right padded with
     zeros, as the predictor pads. Samples left with no usable mask are skipped."""
 
-    def __init__(self, dataset: Sequence[Sample], size: int, seed: int) -> None:
+    def __init__(self, dataset: SampleSource, size: int, seed: int) -> None:
         if len(dataset) == 0:
             raise ValueError("the training dataset has no images")
         self.dataset, self.size, self.seed = dataset, size, seed
