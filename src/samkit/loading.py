@@ -11,8 +11,10 @@ import torch
 from .build import sam_model_registry, seeded_init_
 from .modeling import Sam
 
-# Variants with no trained weights yet: `load` fills them with these seeds, and says so.
+# Variants with no trained weights: `load` fills them with these seeds.
 SEEDED_VARIANTS = {"samkit_tiny": 0}
+# Variants whose trained weights ship inside the package (src/samkit/weights/).
+BUNDLED = {"samkit_default": "samkit_default.safetensors"}
 # Metadata key in samkit-written safetensors naming the variant.
 VARIANT_KEY = "samkit_variant"
 
@@ -36,6 +38,8 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         model = sam_model_registry[variant]()
         if name in SEEDED_VARIANTS:
             seeded_init_(model, SEEDED_VARIANTS[name])
+        elif name in BUNDLED:
+            load_weights(model, read_state_dict(bundled_path(name)), variant=variant)
         elif name in KNOWN_WEIGHTS:
             state_dict, _ = to_samkit(read_state_dict(download(name)))
             load_weights(model, state_dict, variant=variant)
@@ -54,6 +58,18 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         model = sam_model_registry[variant]()
         load_weights(model, state_dict, variant=variant)
     return model.to(device or "cpu").eval()
+
+
+def bundled_path(name: str) -> Path:
+    """The weights file of a bundled model, which must exist."""
+    path = Path(__file__).parent / "weights" / BUNDLED[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the bundled {name} weights ({path}) are missing from this install; "
+            "reinstall samkit, or train them with `python -m samkit.train --config "
+            "configs/default_model.json --out runs/default`"
+        )
+    return path
 
 
 @functools.cache
