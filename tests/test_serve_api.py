@@ -102,6 +102,17 @@ def test_embed_is_cached(client: TestClient) -> None:
     assert client.get(f"/api/images/{image_id}").json()["embedded"] is True
 
 
+def test_a_replaced_file_is_embedded_again(client: TestClient, folder: Path) -> None:
+    image_id = ids(client)["a.png"]
+    client.post(f"/api/images/{image_id}/embed")
+    Image.fromarray(np.zeros((50, 60, 3), dtype=np.uint8)).save(folder / "a.png")
+    assert client.get(f"/api/images/{image_id}").json()["embedded"] is False
+    assert client.post(f"/api/images/{image_id}/embed").json()["cached"] is False
+    assert client.get(f"/api/images/{image_id}").json()["width"] == 60
+    r = client.post(f"/api/images/{image_id}/predict", json={"points": [[59, 49]], "labels": [1]})
+    assert decode_coco_rle(r.json()["masks"][0]["segmentation"]).shape == (50, 60)
+
+
 def test_predict_equals_the_predictor(client: TestClient, tiny_sam: Sam, folder: Path) -> None:
     image_id = ids(client)["a.png"]
     url = f"/api/images/{image_id}/predict"

@@ -116,7 +116,7 @@ def create_app(
             "width": width,
             "height": height,
             "annotations": len(project.annotations(image_id)),
-            "embedded": image_id in engine.embeddings,
+            "embedded": project.revision(image_id) in engine.embeddings,
         }
 
     @app.get("/api/images")
@@ -141,7 +141,7 @@ def create_app(
     @app.post("/api/images/{image_id}/embed")
     def embed(image_id: str) -> dict[str, Any]:
         start = time.perf_counter()
-        _, cached = engine.embed(image_id, lambda: project.load(image_id))
+        _, cached = engine.embed(project.revision(image_id), lambda: project.load(image_id))
         return {"cached": cached, "seconds": time.perf_counter() - start}
 
     @app.post("/api/images/{image_id}/predict")
@@ -150,7 +150,7 @@ def create_app(
             raise ValueError("give at least one prompt: points (with labels) or a box")
         ref = body.mask_input
         pred = engine.predict(
-            image_id,
+            project.revision(image_id),
             lambda: project.load(image_id),
             point_coords=None if body.points is None else np.array(body.points, dtype=float),
             point_labels=None if body.labels is None else np.array(body.labels),

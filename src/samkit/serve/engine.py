@@ -84,10 +84,6 @@ class Engine:
             self.embeddings.put(key, predictor)
             return predictor, False
 
-    def forget(self, key: str) -> None:
-        """Drop image `key`'s embedding (its file changed)."""
-        self.embeddings.discard(key)
-
     def predict(
         self,
         key: str,

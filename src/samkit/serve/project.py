@@ -91,14 +91,21 @@ class Project:
             raise NotFound(f"no image with id {image_id!r}; list them with GET /api/images")
         return entry
 
+    def revision(self, image_id: str) -> str:
+        """The id plus the file's modification time and size: it changes when the file does,
+        so caches keyed by it (sizes, embeddings) never serve a replaced image."""
+        stat = self.get(image_id).path.stat()
+        return f"{image_id}-{stat.st_mtime_ns}-{stat.st_size}"
+
     def size(self, image_id: str) -> tuple[int, int]:
         """(width, height) as `load_image` gives it (EXIF orientation applied)."""
+        key = self.revision(image_id)
         with self._lock:
-            size = self._sizes.get(image_id)
+            size = self._sizes.get(key)
         if size is None:
             size = image_size(self.get(image_id).path)
             with self._lock:
-                self._sizes[image_id] = size
+                self._sizes[key] = size
         return size
 
     def load(self, image_id: str) -> np.ndarray:
