@@ -103,7 +103,8 @@ def test_vit_t_matches_mobile_sam(vit_t_diffs: list[Diff]) -> None:
 def test_hf_layout_matches_transformers_sam_model(hf_diffs: list[Diff]) -> None:
     """transformers' two-way transformer uses LayerNorm eps 1e-6 where SAM (and samkit) use
     1e-5: that alone moves its IoU and logits by ~6e-5 on these seeded weights (with eps 1e-5
-    they agree within 1e-6; see docs/benchmarks.md). The image embedding has no such norm."""
+    they agree within 1e-6; see the README's model zoo section). The image embedding has no
+    such norm."""
     assert len(hf_diffs) == 11
     embedding = [d for d in hf_diffs if d.case.endswith("embedding")]
     assert max(d.logits_max for d in embedding) < 1e-5
