@@ -232,12 +232,17 @@ def test_load_weights_names_the_variant_and_sizes() -> None:
 
 # -- registry and cache ----------------------------------------------------------------------
 def test_known_weights_are_well_formed() -> None:
-    assert set(KNOWN_WEIGHTS) == {"vit_h", "vit_l", "vit_b"}
+    assert set(KNOWN_WEIGHTS) == {"vit_h", "vit_l", "vit_b", "vit_t"}
+    hosts = {
+        "vit_t": "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/",  # MobileSAM
+    }
     for name, info in KNOWN_WEIGHTS.items():
         assert info.name == name == info.variant
         assert len(info.sha256) == 64 and int(info.sha256, 16) >= 0
         assert info.url.endswith("/" + info.filename)
-        assert info.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/")
+        assert info.url.startswith(
+            hosts.get(name, "https://dl.fbaipublicfiles.com/segment_anything/")
+        )
 
 
 def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
