@@ -305,7 +305,7 @@ $("export-format").onchange = (e) => { $("export-zip").href = `/api/export/${e.t
 $("export-btn").onclick = async () => {
   try {
     const out = await api.exportAll($("export-format").value);
-    $("export-result").textContent = `${out.annotations} objects of ${out.images} images written to ${out.folder}/`;
+    $("export-result").textContent = `exported ${out.annotations} object(s) of ${out.images} image(s) to ${out.folder}/`;
     document.body.dataset.exported = out.format;
   } catch (err) { fail(err); }
 };
