@@ -312,12 +312,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         model = load(args.model, device=args.device)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         if args.model != "samkit_default":
             raise
         raise ValueError(
-            f"{err}. The bundled samkit_default weights are not available in this install "
-            "yet: pass --model vit_b (official weights) or a weights file, or --model "
+            f"{err}. Until samkit_default's weights are installed, pass --model vit_b "
+            "(official weights) or a weights file, or --model "
             "samkit_tiny to try the annotator with seeded, untrained weights"
         ) from err
     app = create_app(
