@@ -10,7 +10,8 @@ One file per image (`sa_<id>.json`), laid out as in the dataset's README:
 
 `segmentation` is a compressed COCO RLE (column-major, as pycocotools writes it) of the full
 image; boxes are XYWH pixels and points (X, Y) pixels. Numbers are written as SA-1B has them:
-`area` and the ids as ints, boxes, points and scores as floats.
+`area` and the ids as ints, boxes, points and scores as floats. Other fields of `image`
+(metadata such as a region, or the boxes `samkit engine --deid` blurred) are kept as they are.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ def _image_info(image: Any, where: str) -> dict[str, Any]:
         "height": as_int(image["height"], f"{where} 'height'"),
         "file_name": image["file_name"],
     }
+    # Other image fields (metadata such as region, or de-identification boxes) are kept as is.
+    info.update((k, v) for k, v in image.items() if k not in IMAGE_FIELDS)
     if not isinstance(info["file_name"], str):
         raise ValueError(f"{where}: 'file_name' must be a string; got {info['file_name']!r}")
     if info["width"] <= 0 or info["height"] <= 0:

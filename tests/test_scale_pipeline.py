@@ -1,0 +1,150 @@
+"""`samkit engine` on a real local Ray (2 CPUs): equal to `samkit amg`, a corrupt image among
+good ones, kill and resume, fsspec URIs, de-identification inside the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_amg_cli import make_images
+
+from samkit.scale.pipeline import EngineConfig, RayOptions, run_engine
+from samkit.scale.store import OutputStore, collect_items
+
+FAST = ["--points-per-side", "6", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+AMG_OPTIONS = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
+
+
+def samkit(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "samkit.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> object:
+    """One local Ray for the in-process tests of this module, shut down after them."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_equal_to_amg_and_corrupt_image_recorded(tmp_path: Path) -> None:
+    make_images(tmp_path / "in", 4)
+    (tmp_path / "in" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    common = [str(tmp_path / "in"), "--model", "samkit_tiny", *FAST, "--no-progress"]
+    r = samkit("engine", *common, "--out", str(tmp_path / "eng"), "--concurrency", "2")
+    assert r.returncode == 1, r.stderr  # 1: an image failed; the others are done
+    assert "4 done, 0 skipped" in r.stdout and "1 failed" in r.stdout
+    assert "broken.png" in r.stderr
+    a = samkit("amg", *common, "--out", str(tmp_path / "amg"))
+    assert "4 done" in a.stdout, a.stderr
+    eng, amg = tmp_path / "eng", tmp_path / "amg"
+    outputs = sorted(p.relative_to(amg) for p in amg.rglob("*.json"))
+    assert len(outputs) == 4
+    assert sorted(p.relative_to(eng) for p in eng.rglob("*.json") if p.parent != eng) == outputs
+    for rel in outputs:  # byte for byte: same ids, masks, scores, number formatting
+        assert (eng / rel).read_bytes() == (amg / rel).read_bytes(), rel
+    failures = [json.loads(x) for x in (eng / "failures.jsonl").read_text().splitlines()]
+    assert [Path(f["path"]).name for f in failures] == ["broken.png"]
+    assert "ImageError" in failures[0]["error"]
+    manifest = json.loads((eng / "manifest.json").read_text())
+    assert (manifest["inputs"], manifest["outputs"], manifest["failures"]) == (5, 4, 1)
+    assert manifest["missing"] == 0
+
+
+def test_kill_midway_and_resume(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "in", 8, size=(96, 128))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "samkit.cli", "engine", str(tmp_path / "in"), "--out", str(out)]
+    cmd += ["--model", "samkit_tiny", *FAST, "--no-progress", "--concurrency", "1"]
+    slow = [*cmd, "--points-per-side", "24"]  # last flag wins: slow enough to kill midway
+    proc = subprocess.Popen(
+        slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.rglob("img*.json"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, all at once
+    proc.wait()
+    first = {p.relative_to(out) for p in out.rglob("img*.json")}
+    assert 2 <= len(first) < len(paths), "the kill should land mid-run"
+    mtimes = {p: (out / p).stat().st_mtime_ns for p in first}
+
+    r = subprocess.run(slow, capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(paths) - len(first)} done, {len(first)} skipped" in r.stdout
+    final = {p.relative_to(out) for p in out.rglob("img*.json")}
+    assert len(final) == len(paths)  # none missing
+    assert all((out / p).stat().st_mtime_ns == t for p, t in mtimes.items())  # none redone
+    for p in final:
+        json.loads((out / p).read_text())  # every file complete
+    assert not list(out.rglob("*.tmp")), "stale temporary files are cleaned up"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["this_run"]["skipped"] == len(first) and manifest["outputs"] == len(paths)
+
+
+def test_uris_deid_and_images_beside_json(tmp_path: Path, local_ray: object) -> None:
+    from skimage import data
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(data.astronaut()[::4, ::4]).save(tmp_path / "in" / "astronaut.jpg")
+    make_images(tmp_path / "in", 1)
+    listing = tmp_path / "in" / "list.txt"
+    listing.write_text("astronaut.jpg\nb/img0.png\n")
+    items = collect_items([f"file://{listing}"])
+    assert [i.key for i in items] == ["astronaut", "img0"]
+    assert all(i.uri.startswith("file://") for i in items)
+    config = EngineConfig(
+        model="samkit_tiny",
+        out=f"file://{tmp_path / 'out'}",
+        amg_options=AMG_OPTIONS,
+        deid="face",
+    )
+    summary = run_engine(items, config, RayOptions(concurrency=1), progress=False)
+    assert (summary.done, len(summary.failed)) == (2, 0)
+    info = json.loads((tmp_path / "out" / "astronaut.json").read_text())["image"]
+    assert info["file_name"] == "astronaut.jpg"
+    assert len(info["deid"]) == 1 and info["deid"][0]["kind"] == "face"
+    x, y, w, h = info["deid"][0]["bbox"]
+    assert 35 <= x + w / 2 <= 65 and 20 <= y + h / 2 <= 40  # the face, at 1/4 scale
+    blurred = np.asarray(Image.open(tmp_path / "out" / "astronaut.jpg"))
+    original = data.astronaut()[::4, ::4]
+    assert (
+        np.abs(blurred[y : y + h, x : x + w].astype(int) - original[y : y + h, x : x + w]).mean()
+        > 10
+    )
+    assert json.loads((tmp_path / "out" / "img0.json").read_text())["image"]["deid"] == []
+    # A second run over the same items does nothing and keeps the manifest's counts.
+    again = run_engine(items, config, RayOptions(), progress=False)
+    assert (again.done, again.skipped) == (0, 2)
+
+
+def test_output_store_writes_whole_files(tmp_path: Path) -> None:
+    for root in (str(tmp_path / "local"), f"file://{tmp_path / 'uri'}"):
+        store = OutputStore(root)
+        store.write_bytes("a/b.json", b"{}")
+        store.append_line("log.jsonl", "1")
+        store.append_line("log.jsonl", "2")
+        assert store.exists("a/b.json") and store.existing(".json") == {"a/b"}
+        assert Path(store.path("log.jsonl")).read_text() == "1\n2\n"
+        store.remove("log.jsonl")
+        assert not store.exists("log.jsonl")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        collect_items([f"file://{tmp_path / 'nope'}"])
