@@ -61,3 +61,18 @@ goldens: peer-venv
 
 zoo-goldens: peer-venv
 	$(PEER_VENV)/bin/python tools/make_zoo_goldens.py --out tests/goldens
+
+# Benchmarks: the peer venv with samkit (editable) and onnxruntime added, so that samkit and the
+# official package run under the same torch in one process. `make bench` reproduces
+# docs/benchmarks.md's speed tables (vit_b at 1024 px: tens of minutes on 2 cores).
+BENCH_ARGS ?= --model vit_b --image astronaut --size 1024 --repeats 3
+.PHONY: bench-env bench
+bench-env: $(PEER_VENV)/.bench-installed
+$(PEER_VENV)/.bench-installed: $(PEER_VENV)/.installed pyproject.toml
+	$(PEER_VENV)/bin/pip install -q -e ".[onnx]"
+	touch $@
+
+bench: bench-env
+	$(PEER_VENV)/bin/python benchmarks/bench_speed.py $(BENCH_ARGS)
+	$(PEER_VENV)/bin/python benchmarks/bench_speed.py $(BENCH_ARGS) --parts set_image,predict \
+		--precision bf16
