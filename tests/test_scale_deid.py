@@ -30,7 +30,7 @@ def astronaut() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut())
 
 
-def drawn_plate(width: int) -> np.ndarray:
+def drawn_plate(width: int, number: str = "A123BC", region: str = "77") -> np.ndarray:
     """A white Russian-format plate (520x112 proportions): black border, number, region."""
     h = round(width * 112 / 520)
     plate = np.full((h, width, 3), 255, np.uint8)
@@ -39,7 +39,7 @@ def drawn_plate(width: int) -> np.ndarray:
     scale = h / 40
     cv2.putText(
         plate,
-        "A123BC",
+        number,
         (round(width * 0.05), round(h * 0.8)),
         cv2.FONT_HERSHEY_SIMPLEX,
         scale,
@@ -49,7 +49,7 @@ def drawn_plate(width: int) -> np.ndarray:
     cv2.line(plate, (round(width * 0.75), 0), (round(width * 0.75), h), (0, 0, 0), line)
     cv2.putText(
         plate,
-        "77",
+        region,
         (round(width * 0.78), round(h * 0.6)),
         cv2.FONT_HERSHEY_SIMPLEX,
         scale * 0.7,
