@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--model", default="samkit_tiny")
     parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--options", default="{}", help="more generator options (JSON)")
     parser.add_argument("--concurrency", type=int, default=2, help="engine actors")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of samkit amg")
     args = parser.parse_args()
@@ -49,7 +50,7 @@ def main() -> None:
     from samkit.scale.pipeline import EngineConfig, RayOptions, run_engine
     from samkit.scale.store import collect_items
 
-    options = {"points_per_side": args.points_per_side}
+    options = {"points_per_side": args.points_per_side, **json.loads(args.options)}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_images(root / "in", args.n, args.size)
@@ -83,8 +84,9 @@ def main() -> None:
         "images": args.n,
         "size": args.size,
         "model": args.model,
-        "points_per_side": args.points_per_side,
+        "options": options,
         "amg_images_per_s": round(args.n / amg_s, 3),
+        "amg_threads": args.threads,
         "amg_masks": amg.masks,
         **{
             f"engine_{k.replace(' ', '_')}_images_per_s": round(args.n / v, 3)

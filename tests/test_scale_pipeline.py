@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from test_amg_cli import make_images
 
+from samkit.data import SA1BFolder
 from samkit.scale.pipeline import EngineConfig, RayOptions, run_engine
 from samkit.scale.store import OutputStore, collect_items
 
@@ -134,6 +135,23 @@ def test_uris_deid_and_images_beside_json(tmp_path: Path, local_ray: object) -> 
     # A second run over the same items does nothing and keeps the manifest's counts.
     again = run_engine(items, config, RayOptions(), progress=False)
     assert (again.done, again.skipped) == (0, 2)
+    # The output is training input: images beside their JSON, read by SA1BFolder.
+    folder = SA1BFolder(tmp_path / "out")
+    assert len(folder) == 2 and folder[0].image.shape == (128, 128, 3)
+
+
+def test_write_images_copies_the_original(tmp_path: Path, local_ray: object) -> None:
+    paths = make_images(tmp_path / "in", 2)
+    config = EngineConfig(
+        model="samkit_tiny", out=str(tmp_path / "out"), amg_options=AMG_OPTIONS, write_images=True
+    )
+    summary = run_engine(collect_items([str(tmp_path / "in")]), config, RayOptions())
+    assert summary.done == 2
+    for path in paths:
+        rel = path.relative_to(tmp_path / "in")
+        assert (tmp_path / "out" / rel).read_bytes() == path.read_bytes()
+    samples = SA1BFolder(tmp_path / "out")
+    assert len(samples) == 2 and samples[1].masks.shape[1:] == (60, 80)
 
 
 def test_output_store_writes_whole_files(tmp_path: Path) -> None:
