@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import __version__, cli_engine, cli_train
+from . import __version__, cli_engine, cli_export, cli_train
 
 EXAMPLES = """\
 examples:
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_amg(sub)
     cli_train.add_eval(sub)
     cli_train.add_finetune(sub)
+    cli_export.add_export(sub)
     cli_engine.add_commands(sub)
     _add_weights(sub)
     _add_serve(sub)

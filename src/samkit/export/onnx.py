@@ -1,0 +1,247 @@
+"""ONNX export of the prompt encoder + mask decoder (and of the image encoder).
+
+The decoder graph has the official `segment_anything` export's interface, so tools built for
+Meta's ONNX decoder (the web demo, third-party apps) accept samkit's:
+
+  inputs   image_embeddings (1, C, He, We) float32
+           point_coords     (1, N, 2) float32, (X, Y) in the resized (longest side = img_size)
+                            frame; N is dynamic
+           point_labels     (1, N) float32: 1 foreground, 0 background, 2 / 3 box top-left /
+                            bottom-right corner, -1 padding (add one (0, 0) point with label -1
+                            when there is no box, as the official demo does)
+           mask_input       (1, 1, 4He, 4We) float32 low-res logits
+           has_mask_input   (1,) float32, 1 to use mask_input, else 0
+           orig_im_size     (2,) float32, (H, W) of the original image
+  outputs  masks            (1, T, H, W) float32 logits at the original size
+           iou_predictions  (1, T) float32 (stability scores with use_stability_score)
+           low_res_masks    (1, T, 4He, 4We) float32 logits
+  T is 4 (single-mask token, then the 3 multimask outputs) or 1 with return_single_mask.
+  return_extra_metrics adds stability_scores (1, T) and areas (1, T) after iou_predictions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..masks import calculate_stability_score
+from ..modeling import Sam
+
+DECODER_INPUTS = (
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+)
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+ENCODER_INPUTS = ("input_image",)
+ENCODER_OUTPUTS = ("image_embeddings",)
+DEFAULT_OPSET = 17
+
+
+class SamOnnxDecoder(nn.Module):
+    """Prompt encoding, mask decoding and upscaling to the original size as one graph."""
+
+    def __init__(
+        self,
+        model: Sam,
+        *,
+        return_single_mask: bool = False,
+        use_stability_score: bool = False,
+        return_extra_metrics: bool = False,
+        stability_score_offset: float = 1.0,
+    ) -> None:
+        """return_single_mask: keep only the best mask (the single-mask token when there are
+        more than 2 points, padding included; else the multimask output of highest score).
+        use_stability_score: replace predicted IoUs by stability scores of the low-res masks.
+        """
+        super().__init__()
+        self.prompt_encoder = model.prompt_encoder
+        self.mask_decoder = model.mask_decoder
+        self.img_size = model.img_size
+        self.mask_threshold = model.mask_threshold
+        self.return_single_mask = return_single_mask
+        self.use_stability_score = use_stability_score
+        self.return_extra_metrics = return_extra_metrics
+        self.stability_score_offset = stability_score_offset
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pe = self.prompt_encoder.pe_layer
+        emb = pe.forward_with_coords(coords + 0.5, (self.img_size, self.img_size))  # (1, N, C)
+        labels = labels[..., None]  # (1, N, 1)
+        emb = torch.where(labels == -1, self.prompt_encoder.not_a_point_embed.weight, emb)
+        for i, table in enumerate(self.prompt_encoder.point_embeddings):
+            emb = emb + (labels == i).to(emb.dtype) * table.weight  # type: ignore[operator]
+        return emb
+
+    def _embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return has * self.prompt_encoder.mask_downscaling(mask_input) + (1 - has) * no_mask
+
+    def _upscale(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """Low-res logits -> padded input size -> cut the padding -> the original size."""
+        size = self.img_size
+        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+        scale = size / torch.max(orig_im_size)
+        input_hw = torch.floor(orig_im_size * scale + 0.5).to(torch.int64)
+        masks = masks[..., : input_hw[0], : input_hw[1]]
+        orig_hw = orig_im_size.to(torch.int64)
+        # Tensor sizes (not ints) keep the size an input of the traced graph.
+        orig = (orig_hw[0], orig_hw[1])
+        return F.interpolate(masks, size=orig, mode="bilinear", align_corners=False)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _select_best(
+        masks: torch.Tensor, scores: torch.Tensor, num_points: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token 0 when num_points > 2 (an unambiguous prompt), else the best multimask."""
+        bonus = torch.zeros_like(scores[:1])
+        bonus[:, 0] = 1000.0
+        best = torch.argmax(scores + (num_points - 2.5) * bonus, dim=1)  # (1,)
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        return masks[rows, best].unsqueeze(1), scores[rows, best].unsqueeze(1)
+
+    @torch.no_grad()
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_mask(mask_input, has_mask_input)
+        low_res, scores = self.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+        if self.use_stability_score:
+            scores = calculate_stability_score(
+                low_res, self.mask_threshold, self.stability_score_offset
+            )
+        if self.return_single_mask:
+            low_res, scores = self._select_best(low_res, scores, point_coords.shape[1])
+        masks = self._upscale(low_res, orig_im_size)
+        if self.return_extra_metrics:
+            stability = calculate_stability_score(
+                masks, self.mask_threshold, self.stability_score_offset
+            )
+            areas = (masks > self.mask_threshold).sum(-1).sum(-1)
+            return masks, scores, stability, areas, low_res
+        return masks, scores, low_res
+
+
+class _OnnxEncoder(nn.Module):
+    """Normalise, pad and encode a resized (1, 3, h, w) 0-255 image."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.model = model
+
+    @torch.no_grad()
+    def forward(self, input_image: torch.Tensor) -> torch.Tensor:
+        return self.model.image_encoder(self.model.preprocess(input_image))
+
+
+def decoder_example_inputs(model: Sam, num_points: int = 3) -> tuple[torch.Tensor, ...]:
+    """Inputs of the right shapes and dtypes for tracing or running the decoder graph."""
+    g = torch.Generator().manual_seed(0)
+    c = model.prompt_encoder.embed_dim
+    he, we = model.prompt_encoder.image_embedding_size
+    mh, mw = model.prompt_encoder.mask_input_size
+    return (
+        torch.randn(1, c, he, we, generator=g),
+        torch.rand(1, num_points, 2, generator=g) * model.img_size,
+        torch.randint(-1, 4, (1, num_points), generator=g).float(),
+        torch.randn(1, 1, mh, mw, generator=g),
+        torch.tensor([1.0]),
+        torch.tensor([1500.0, 2250.0]),  # (H, W), the official export's example size
+    )
+
+
+def export_decoder(
+    model: Sam,
+    path: str | os.PathLike[str],
+    *,
+    return_single_mask: bool = False,
+    use_stability_score: bool = False,
+    return_extra_metrics: bool = False,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Write the decoder graph (see the module docstring) to `path`; returns the path."""
+    decoder = SamOnnxDecoder(
+        model,
+        return_single_mask=return_single_mask,
+        use_stability_score=use_stability_score,
+        return_extra_metrics=return_extra_metrics,
+    ).eval()
+    outputs = list(DECODER_OUTPUTS)
+    if return_extra_metrics:
+        outputs[2:2] = ["stability_scores", "areas"]
+    points = {1: "num_points"}
+    return _export(
+        decoder,
+        decoder_example_inputs(model),
+        path,
+        DECODER_INPUTS,
+        outputs,
+        {"point_coords": points, "point_labels": points},
+        opset,
+    )
+
+
+def export_encoder(model: Sam, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET) -> Path:
+    """Write the image encoder graph: input_image (1, 3, h, w) float32 0-255 RGB, resized so
+    that max(h, w) == img_size (h, w dynamic) -> image_embeddings (1, C, He, We)."""
+    size = model.img_size
+    example = (torch.rand(1, 3, size, size * 3 // 4) * 255,)
+    dims = {2: "height", 3: "width"}
+    return _export(
+        _OnnxEncoder(model).eval(),
+        example,
+        path,
+        ENCODER_INPUTS,
+        ENCODER_OUTPUTS,
+        {"input_image": dims},
+        opset,
+    )
+
+
+def _export(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: str | os.PathLike[str],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...] | list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int,
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return path
