@@ -20,7 +20,7 @@ def bar_chart_png(
     from PIL import Image, ImageDraw
 
     w, h = size
-    left, right, top, bottom = 50, 20, 30, 60
+    left, right, top, bottom = 50, 20, 44, 60
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     draw.text((left, 8), title, fill="black")
