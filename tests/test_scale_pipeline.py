@@ -166,3 +166,14 @@ def test_output_store_writes_whole_files(tmp_path: Path) -> None:
         assert not store.exists("log.jsonl")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         collect_items([f"file://{tmp_path / 'nope'}"])
+
+
+def test_refused_before_ray_starts(tmp_path: Path) -> None:
+    make_images(tmp_path / "in", 1)
+    r = samkit("engine", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--model", "nope")
+    assert r.returncode == 1 and "neither a model name" in r.stderr
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "manifest.png")
+    items = collect_items([str(tmp_path / "manifest.png")])
+    config = EngineConfig(model="samkit_tiny", out=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="engine's own manifest"):
+        run_engine(items, config, RayOptions(), progress=False)

@@ -120,6 +120,8 @@ def _engine(args: argparse.Namespace) -> int:
     items = collect_items(args.inputs)
     if not items:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
+    if not args.ray:  # on a cluster the file may exist only on the workers
+        _check_model(args.model)
     config = EngineConfig(
         model=args.model,
         out=args.out,
@@ -141,6 +143,21 @@ def _engine(args: argparse.Namespace) -> int:
     _report_failures(summary.failed)
     print(summary.line())
     return 1 if summary.failed else 0
+
+
+def _check_model(model: str) -> None:
+    """Fail before Ray starts for a model that is neither a name nor a file."""
+    from pathlib import Path
+
+    from .build import sam_model_registry
+    from .checkpoints import KNOWN_WEIGHTS
+
+    known = model in sam_model_registry or model in KNOWN_WEIGHTS
+    if not known and not Path(model).is_file():
+        raise FileNotFoundError(
+            f"{model!r} is neither a model name ({', '.join(sam_model_registry)}) nor an "
+            "existing weights file"
+        )
 
 
 # -- stats ---------------------------------------------------------------------------------

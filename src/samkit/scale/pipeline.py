@@ -27,6 +27,7 @@ from .store import EngineItem, OutputStore, read_bytes
 
 FAILURES = "failures.jsonl"
 MANIFEST = "manifest.json"
+MAX_BLOCKS = 10_000
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,10 @@ def run_engine(
 
     from ..runner import _remove_stale_temporaries
 
+    if any(item.key == Path(MANIFEST).stem for item in items):
+        raise ValueError(
+            f"an input's output would be {MANIFEST}, the engine's own manifest: rename that image"
+        )
     start = time.perf_counter()
     store = OutputStore(config.out)
     if not store.remote:
@@ -203,8 +208,10 @@ def _dataset(items: Sequence[EngineItem], config: EngineConfig, options: RayOpti
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver's own bar counts images
     context.verbose_stats_logs = False
-    # One item per block, so that the items spread over the actors from the start.
-    ds = ray.data.from_items([asdict(item) for item in items], override_num_blocks=len(items))
+    # Small blocks (one item each, up to MAX_BLOCKS) spread the items over the actors from the
+    # start and bring results (and progress) back soon.
+    blocks = min(len(items), MAX_BLOCKS)
+    ds = ray.data.from_items([asdict(item) for item in items], override_num_blocks=blocks)
     return ds.map_batches(
         _Actor,
         fn_constructor_args=(config,),
