@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean browser
+.PHONY: venv demo test lint clean browser figures
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ browser:
 		$(APT) install -y -q chromium chromium-driver || \
 		($(APT) update -q && $(APT) install -y -q chromium chromium-driver)
 	@test -x /usr/bin/chromedriver || echo "note: no /usr/bin/chromedriver; the browser test will be skipped"
+
+# Execute notebooks/*.ipynb and write their named figures to docs/img/ (tools/render_figures.py).
+figures: $(STAMP)
+	$(BIN)/python tools/render_figures.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools benchmarks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .._atomic import atomic_path
 
@@ -69,3 +69,53 @@ def _erode(mask: np.ndarray) -> np.ndarray:
         & padded[1:-1, :-2]
         & padded[1:-1, 2:]
     )
+
+
+def render_masks(
+    image: np.ndarray, masks: np.ndarray, *, alpha: float = 0.6, seed: int = 0
+) -> np.ndarray:
+    """HxWx3 uint8 image with every mask of `masks` ((N, H, W) bool) in its own colour.
+
+    Larger masks are painted first, so smaller ones (parts) stay visible on top, as in the
+    official notebooks' `show_anns`. Colours are drawn from `seed`, so a figure is repeatable.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
+        raise ValueError(
+            f"masks must be (N, H, W) with H, W = {image.shape[:2]}; got shape {masks.shape}"
+        )
+    out = image.astype(np.float32)
+    colours = np.random.default_rng(seed).integers(40, 256, size=(len(masks), 3))
+    for i in np.argsort(-masks.sum(axis=(1, 2)), kind="stable"):
+        mask = masks[i]
+        out[mask] = (1 - alpha) * out[mask] + alpha * colours[i]
+        out[mask & ~_erode(mask)] = colours[i]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def side_by_side(
+    images: list[np.ndarray], titles: list[str] | None = None, *, gap: int = 8
+) -> np.ndarray:
+    """HxWx3 uint8 images in one row on white, each with an optional title above it."""
+    if not images:
+        raise ValueError("side_by_side needs at least one image")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"{len(titles)} titles for {len(images)} images")
+    rgb = [np.dstack([im] * 3) if im.ndim == 2 else im[..., :3] for im in images]
+    rgb = [np.where(im, 255, 0).astype(np.uint8) if im.dtype == bool else im for im in rgb]
+    top = 20 if titles else 0
+    height = top + max(im.shape[0] for im in rgb)
+    width = sum(im.shape[1] for im in rgb) + gap * (len(rgb) - 1)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    try:
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        font = ImageFont.load_default()
+    x = 0
+    for i, im in enumerate(rgb):
+        canvas.paste(Image.fromarray(im.astype(np.uint8)), (x, top))
+        if titles:
+            draw.text((x + 2, 2), titles[i], fill="black", font=font)
+        x += im.shape[1] + gap
+    return np.asarray(canvas)
