@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from samkit.rle import decode_coco_rle
 from samkit.runner import collect_inputs
 
 # Loose filters so the seeded tiny model yields masks; few points keep it fast.
@@ -50,6 +51,22 @@ def make_images(folder: Path, n: int, size: tuple[int, int] = (60, 80)) -> list[
         paths.append(sub / f"img{i}.png")
         Image.fromarray(img).save(paths[-1])
     return paths
+
+
+def test_overlays_show_every_mask(tmp_path: Path) -> None:
+    (image_path,) = make_images(tmp_path / "in", 1)
+    r = amg(str(image_path), "--out", str(tmp_path / "out"), "--overlays", *FAST)
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "out" / "img0.json").read_text())
+    assert data["annotations"]
+    overlay = np.asarray(Image.open(tmp_path / "out" / "overlays" / "img0.png"))
+    original = np.asarray(Image.open(image_path))
+    assert overlay.shape == original.shape
+    changed = (overlay != original).any(axis=-1)
+    covered = np.zeros(changed.shape, dtype=bool)
+    for ann in data["annotations"]:
+        covered |= decode_coco_rle(ann["segmentation"])
+    assert np.array_equal(changed, covered)  # tinted exactly where some mask is
 
 
 @pytest.mark.parametrize("fmt", ["sa1b", "coco", "png", "yolo"])

@@ -208,19 +208,28 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     wsub = p.add_subparsers(dest="weights_command", required=True)
-    wsub.add_parser("list", help="known weights and whether each is cached").set_defaults(
-        handler=_weights_list
-    )
+    raw = argparse.RawDescriptionHelpFormatter
+    wsub.add_parser(
+        "list",
+        help="known weights and whether each is cached",
+        epilog="example:\n  samkit weights list",
+        formatter_class=raw,
+    ).set_defaults(handler=_weights_list)
     for name, handler, text in (
         ("path", _weights_path, "print the cached file's path (exit 1 if absent)"),
         ("get", _weights_get, "download into the cache, verifying sha256"),
     ):
-        wp = wsub.add_parser(name, help=text)
+        wp = wsub.add_parser(
+            name, help=text, epilog=f"example:\n  samkit weights {name} vit_b", formatter_class=raw
+        )
         wp.add_argument("name", help="weights name, e.g. vit_b")
         wp.set_defaults(handler=handler)
     cp = wsub.add_parser(
         "convert",
         help="convert .pth <-> .safetensors, and between the samkit and Hugging Face layouts",
+        epilog="examples:\n  samkit weights convert sam_vit_b_01ec64.pth sam_vit_b.safetensors\n"
+        "  samkit weights convert sam_vit_b_01ec64.pth model.safetensors --to hf",
+        formatter_class=raw,
     )
     cp.add_argument("src", help="input weights (.pth/.pt or .safetensors), any layout")
     cp.add_argument("dst", help="output file; .safetensors or .pth")

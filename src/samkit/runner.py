@@ -21,6 +21,7 @@ from .io.images import IMAGE_SUFFIXES
 FORMATS = ("sa1b", "coco", "png", "yolo")
 LIST_SUFFIXES = {".txt", ".lst"}
 PARTS = ".parts"  # per-image SA-1B files from which the COCO file is assembled
+OVERLAYS = "overlays"
 
 
 class Generator(Protocol):
@@ -97,8 +98,11 @@ def run_amg(
     fmt: str,
     *,
     progress: bool = True,
+    overlays: bool = False,
 ) -> Summary:
-    """Generate and write masks for every input not done yet; returns what happened."""
+    """Generate and write masks for every input not done yet; returns what happened. With
+    `overlays`, also a picture of each image's masks, each in its own colour, under
+    `out_dir/overlays/` (written before the masks, whose file marks the image done)."""
     from tqdm import tqdm
 
     from .io import load_image
@@ -118,6 +122,8 @@ def run_amg(
         try:
             image = load_image(item.path)
             records = generator.generate(image)
+            if overlays:
+                _write_overlay(out / OVERLAYS / f"{item.key}.png", image, records)
             _write(fmt, target, records, image.shape[0], image.shape[1], item, image_id)
         except Exception as err:  # one bad image must not stop the run
             summary.failed.append((str(item.path), f"{type(err).__name__}: {err}"))
@@ -160,6 +166,24 @@ def _write(
         write_png_folder(tmp, records)
         write_label_map(tmp / "labels.png", records, h, w)
         os.replace(tmp, target)
+
+
+def _write_overlay(path: Path, image: Any, records: list[dict[str, Any]]) -> None:
+    import numpy as np
+
+    from .io.render import render_masks, save_image
+    from .rle import decode_coco_rle
+
+    h, w = image.shape[:2]
+    masks = [
+        decode_coco_rle(r["segmentation"])
+        if isinstance(r["segmentation"], dict)
+        else np.asarray(r["segmentation"], dtype=bool)
+        for r in records
+    ]
+    stack = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(render_masks(image, stack), path)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
