@@ -28,8 +28,8 @@ GUIDE = ROOT / "docs" / "guide.md"
 
 # pattern -> why the command is only parsed and its --help shown
 HELP_ONLY = {
-    r"--model vit_[bhlt]\b|weights (get|path) |sam_vit_": "needs Meta's weights, which a test machine "
-    "cannot download (the download itself is tested against a local server in "
+    r"--model vit_[bhlt]\b|weights (get|path) |sam_vit_": "needs Meta's weights, which a "
+    "test machine cannot download (the download itself is tested against a local server in "
     "tests/test_checkpoints.py)",
     r"^samkit serve": "serves until stopped; tests/test_serve_*.py run the server",
     r"^samkit engine": "starts Ray or needs a cluster; tests/test_scale_pipeline.py runs the "
