@@ -166,6 +166,11 @@ def _add_amg(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help="torch device (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--overlays",
+        action="store_true",
+        help="also draw each image's masks in colour to OUT/overlays/<name>.png",
+    )
     for name, kind, default, text in AMG_OPTIONS:
         p.add_argument(
             "--" + name.replace("_", "-"),
@@ -187,14 +192,20 @@ def _amg(args: argparse.Namespace) -> int:
     generator = SamAutomaticMaskGenerator(
         load(args.model, device=args.device), output_mode="coco_rle", **options
     )
-    summary = run_amg(inputs, args.out, generator, args.format, progress=not args.no_progress)
+    summary = run_amg(
+        inputs,
+        args.out,
+        generator,
+        args.format,
+        progress=not args.no_progress,
+        overlays=args.overlays,
+    )
     for path, error in summary.failed:
         print(f"failed: {path}: {error}", file=sys.stderr)
     print(summary.line())
     return 1 if summary.failed else 0
 
 
-# -- eval ----------------------------------------------------------------------------------
 # -- weights -------------------------------------------------------------------------------
 def _add_weights(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
