@@ -32,13 +32,28 @@ from typing import Any
 import numpy as np
 import torch
 
+from samkit.build import sam_model_registry, seeded_init_
+from samkit.loading import SEEDED_VARIANTS
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_amg import build_pair, masks_match  # noqa: E402
+from make_goldens import VARIANTS, build_official  # noqa: E402
 
 PARTS = ("set_image", "predict", "amg")
+
+
+def build_models(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(samkit's, the official) model with the same weights: seeded for a variant name
+    (vit_b...) that has no weights on this machine, else what `samkit.load` finds."""
+    if name not in VARIANTS or name in SEEDED_VARIANTS:
+        return build_pair(name)
+    ours = seeded_init_(sam_model_registry[name](), seed=0).eval()
+    theirs = build_official(VARIANTS[name])
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs.eval()
 
 
 def photo(name: str, size: int) -> np.ndarray:
@@ -178,7 +193,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     parts = [p for p in args.parts.split(",") if p]
-    ours_model, their_model = build_pair(args.model)
+    ours_model, their_model = build_models(args.model)
     runners = {
         "official": Runner("official", their_model, args),
         "samkit": Runner("samkit", ours_model, args),

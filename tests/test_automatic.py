@@ -119,3 +119,16 @@ def test_accepts_paths(tiny_sam: Sam, image: np.ndarray, tmp_path) -> None:
     Image.fromarray(image).save(tmp_path / "x.png")
     gen = SamAutomaticMaskGenerator(tiny_sam, output_mode="coco_rle", **LOOSE)
     assert gen.generate(tmp_path / "x.png") == gen.generate(image)
+
+
+def test_generate_batch_equals_generate(tiny_sam: Sam, image: np.ndarray) -> None:
+    images = [image, np.ascontiguousarray(image[:, ::-1]), image[:60, :80].copy()]
+    generator = SamAutomaticMaskGenerator(tiny_sam, crop_n_layers=1, **LOOSE)
+    batched = generator.generate_batch(images, batch_size=2)
+    assert len(batched) == 3
+    for img, got in zip(images, batched, strict=True):
+        want = SamAutomaticMaskGenerator(tiny_sam, crop_n_layers=1, **LOOSE).generate(img)
+        assert got and len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert (g["segmentation"] != w["segmentation"]).mean() < 1e-3
+            assert g["bbox"] == w["bbox"] or (g["segmentation"] != w["segmentation"]).any()

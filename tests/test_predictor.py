@@ -149,3 +149,63 @@ def test_points_on_image_edges_are_accepted(predictor: SamPredictor) -> None:
     corners = np.array([[0.0, 0.0], [160.0, 120.0]])
     masks, _, _ = predictor.predict(point_coords=corners, point_labels=np.array([1, 0]))
     assert masks.shape == (3, 120, 160)
+
+
+def test_set_images_equals_set_image(tiny_sam: Sam, image: np.ndarray) -> None:
+    """Batched embedding (mixed sizes, batches of 2) gives each image's own predictions."""
+    images = [image, image[:50, :90].copy(), np.ascontiguousarray(image[::-1])]
+    batched = SamPredictor(tiny_sam)
+    embeddings = batched.set_images(images, batch_size=2)
+    assert len(embeddings) == 3
+    single = SamPredictor(tiny_sam)
+    point = np.array([[20.0, 30.0]])
+    for img, embedding in zip(images, embeddings, strict=True):
+        single.set_image(img)
+        batched.set_embedding(embedding)
+        assert batched.original_size == img.shape[:2]
+        torch.testing.assert_close(
+            batched.get_image_embedding(), single.get_image_embedding(), atol=1e-4, rtol=1e-4
+        )
+        want = single.predict(point_coords=point, point_labels=np.array([1]), return_logits=True)
+        got = batched.predict(point_coords=point, point_labels=np.array([1]), return_logits=True)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="batch_size"):
+        batched.set_images(images, batch_size=0)
+
+
+def test_prepared_decoder_equals_plain_decoder(predictor: SamPredictor) -> None:
+    """Reusing the per-image first-block work changes nothing (batch of prompts)."""
+    model = predictor.model
+    coords = torch.tensor([[[10.0, 20.0]], [[100.0, 60.0]], [[200.0, 200.0]]])
+    labels = torch.ones(3, 1, dtype=torch.int)
+    sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+    kwargs = dict(
+        image_embeddings=predictor.get_image_embedding(),
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+    )
+    with torch.no_grad():
+        plain = model.mask_decoder(**kwargs)
+        fast = model.mask_decoder(**kwargs, prepared=predictor.prepared)
+    for f, p in zip(fast, plain, strict=True):
+        torch.testing.assert_close(f, p, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_masks_agree_with_fp32(tiny_sam: Sam, image: np.ndarray) -> None:
+    masks = {}
+    for precision in ("fp32", "bf16"):
+        predictor = SamPredictor(tiny_sam, precision=precision)
+        predictor.set_image(image)
+        assert predictor.get_image_embedding().dtype == torch.float32
+        masks[precision], scores, low_res = predictor.predict(
+            point_coords=np.array([[40.0, 50.0]]), point_labels=np.array([1])
+        )
+        assert scores.dtype == np.float32 and low_res.dtype == np.float32
+    inter = (masks["fp32"] & masks["bf16"]).sum((1, 2))
+    union = (masks["fp32"] | masks["bf16"]).sum((1, 2))
+    assert (inter / np.maximum(union, 1)).mean() >= 0.9
+    with pytest.raises(ValueError, match="precision"):
+        SamPredictor(tiny_sam, precision="fp16")

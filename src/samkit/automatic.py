@@ -8,6 +8,7 @@ bounded in bytes and turned into RLE right away, so memory stays flat on large i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +17,20 @@ import torch
 
 from . import masks as M
 from .modeling import Sam
-from .predictor import SamPredictor
+from .predictor import ImageEmbedding, SamPredictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Upper bound on the float logits of full-size masks held at once (bytes).
 CHUNK_BYTES = 256 * 1024 * 1024
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    """HxWx3 uint8 RGB as given, or read by `samkit.io.load_image`."""
+    if isinstance(image, np.ndarray) and image.shape[2:] == (3,) and image.dtype == np.uint8:
+        return image
+    from .io import load_image
+
+    return load_image(image)
 
 
 @dataclass
@@ -72,6 +82,8 @@ class SamAutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        *,
+        precision: str = "fp32",
     ) -> None:
         """Generate masks for a whole image from a grid of point prompts.
 
@@ -86,6 +98,7 @@ class SamAutomaticMaskGenerator:
           crop_overlap_ratio, with crop_n_points_downscale_factor**i fewer points per side.
         min_mask_region_area: remove holes and islands smaller than this (pixels).
         output_mode: "binary_mask" (HxW bool), "uncompressed_rle" or "coco_rle".
+        precision: "fp32" or "bf16" (autocast; see `SamPredictor`).
         """
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -105,7 +118,7 @@ class SamAutomaticMaskGenerator:
                     f"got {len(point_grids)}"
                 )
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
-        self.predictor = SamPredictor(model)
+        self.predictor = SamPredictor(model, precision=precision)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -126,16 +139,26 @@ class SamAutomaticMaskGenerator:
         (XYWH), predicted_iou, point_coords ([[X, Y]] of the prompt), stability_score and
         crop_box (XYWH).
         """
-        if not (
-            isinstance(image, np.ndarray)
-            and image.ndim == 3
-            and image.dtype == np.uint8
-            and image.shape[2] == 3
-        ):
-            from .io import load_image
+        return self._generate(_as_rgb(image))
 
-            image = load_image(image)
-        data = self._generate_masks(image)
+    @torch.no_grad()
+    def generate_batch(
+        self, images: Sequence[Any], batch_size: int = 4
+    ) -> list[list[dict[str, Any]]]:
+        """`generate` for each of several images, the same records; the full-image embeddings
+        go through the encoder `batch_size` images at a time (throughput)."""
+        rgb = [_as_rgb(im) for im in images]
+        out: list[list[dict[str, Any]]] = []
+        for start in range(0, len(rgb), batch_size):
+            chunk = rgb[start : start + batch_size]
+            embeddings = self.predictor.set_images(chunk, batch_size=batch_size)
+            out.extend(self._generate(im, e) for im, e in zip(chunk, embeddings, strict=True))
+        return out
+
+    def _generate(
+        self, image: np.ndarray, embedding: ImageEmbedding | None = None
+    ) -> list[dict[str, Any]]:
+        data = self._generate_masks(image, embedding)
         if self.min_mask_region_area > 0:
             data = self.postprocess_small_regions(
                 data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
@@ -161,14 +184,16 @@ class SamAutomaticMaskGenerator:
             "crop_box": M.box_xyxy_to_xywh(data.crop_boxes[i]).tolist(),
         }
 
-    def _generate_masks(self, image: np.ndarray) -> _Masks:
+    def _generate_masks(self, image: np.ndarray, embedding: ImageEmbedding | None) -> _Masks:
+        """All crops' masks; `embedding`, when given, is the whole image's."""
         orig_size = (image.shape[0], image.shape[1])
         crop_boxes, layer_idxs = M.generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
         data = _Masks()
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
-            data.extend(self._process_crop(image, crop_box, layer_idx, orig_size))
+            whole = embedding if layer_idx == 0 else None
+            data.extend(self._process_crop(image, crop_box, layer_idx, orig_size, whole))
         if len(crop_boxes) > 1 and len(data):
             # Prefer masks from smaller (more zoomed-in) crops.
             scores = 1 / M.box_area(data.crop_boxes)
@@ -184,11 +209,15 @@ class SamAutomaticMaskGenerator:
         crop_box: list[int],
         layer_idx: int,
         orig_size: tuple[int, int],
+        embedding: ImageEmbedding | None = None,
     ) -> _Masks:
         x0, y0, x1, y1 = crop_box
         cropped = image[y0:y1, x0:x1, :]
         crop_size = (cropped.shape[0], cropped.shape[1])
-        self.predictor.set_image(cropped)
+        if embedding is not None:
+            self.predictor.set_embedding(embedding)
+        else:
+            self.predictor.set_image(cropped)
         points_scale = np.array(crop_size)[None, ::-1]
         points_for_image = self.point_grids[layer_idx] * points_scale
         data = _Masks()
@@ -217,15 +246,19 @@ class SamAutomaticMaskGenerator:
         coords = predictor.transform.apply_coords(points, crop_size)
         in_points = torch.as_tensor(coords, device=predictor.device)[:, None, :]  # (B, 1, 2)
         in_labels = torch.ones(in_points.shape[:2], dtype=torch.int, device=predictor.device)
-        sparse, dense = model.prompt_encoder(points=(in_points, in_labels), boxes=None, masks=None)
-        low_res, iou_preds = model.mask_decoder(
-            image_embeddings=features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1).float()
+        with predictor.autocast():
+            sparse, dense = model.prompt_encoder(
+                points=(in_points, in_labels), boxes=None, masks=None
+            )
+            low_res, iou_preds = model.mask_decoder(
+                image_embeddings=features,
+                image_pe=predictor.image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+                prepared=predictor.prepared,
+            )
+        low_res, iou_preds = low_res.flatten(0, 1).float(), iou_preds.flatten(0, 1).float()
         point_rows = torch.as_tensor(points.repeat(low_res.shape[0] // len(points), axis=0))
         keep = torch.arange(len(iou_preds))
         if self.pred_iou_thresh > 0.0:

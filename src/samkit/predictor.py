@@ -6,6 +6,8 @@ NumPy at the boundary (`set_image`, `predict`), torch inside (`set_torch_image`,
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,22 +16,43 @@ import torch
 
 from . import prompts
 from .modeling import Sam
+from .modeling.transformer import ImageKeys
 from .transforms import ResizeLongestSide
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
-class _ImageState:
+class ImageEmbedding:
+    """One image's embedding and the per-image state prompts need (`SamPredictor.set_images`)."""
+
     features: torch.Tensor  # (1, C, He, We) image embedding
     original_size: tuple[int, int]  # (H, W) of the image given to set_image
     input_size: tuple[int, int]  # (h, w) after resizing, before padding
+    image_pe: torch.Tensor  # (1, C, He, We) positional encoding of the embedding grid
+    prepared: ImageKeys  # the decoder's per-image work for prompts without a mask prompt
 
 
 class SamPredictor:
-    def __init__(self, sam_model: Sam) -> None:
-        """Wraps `sam_model` for repeated prompting of one image at a time."""
+    def __init__(self, sam_model: Sam, *, precision: str = "fp32") -> None:
+        """Wraps `sam_model` for repeated prompting of one image at a time.
+
+        precision: "fp32", or "bf16" to run the encoder and decoder under bfloat16 autocast
+        (faster only on CPUs with native bf16 matmuls, e.g. AVX-512 BF16 / AMX, and GPUs;
+        outputs stay float32).
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
         self.model = sam_model
+        self.precision = precision
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
-        self._state: _ImageState | None = None
+        self._state: ImageEmbedding | None = None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context of the chosen precision (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
 
     # -- image --------------------------------------------------------------------------
     def set_image(self, image: Any, image_format: str = "RGB") -> None:
@@ -39,6 +62,41 @@ class SamPredictor:
         `samkit.io.load_image` reads (a path, bytes, a PIL image, gray/RGBA/16-bit arrays) is
         converted to RGB first.
         """
+        input_torch, original_size = self._input_tensor(image, image_format)
+        self.set_torch_image(input_torch, original_size)
+
+    @torch.no_grad()
+    def set_images(
+        self, images: Sequence[Any], image_format: str = "RGB", batch_size: int = 4
+    ) -> list[ImageEmbedding]:
+        """Embed several images, `batch_size` at a time through the encoder (throughput).
+
+        Each image is what `set_image` takes. Returns one `ImageEmbedding` per image; pass one
+        to `set_embedding` to prompt that image. The last image becomes the current one.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        out: list[ImageEmbedding] = []
+        for start in range(0, len(images), batch_size):
+            inputs = [
+                self._input_tensor(im, image_format) for im in images[start : start + batch_size]
+            ]
+            batch = torch.cat([self.model.preprocess(t) for t, _ in inputs])
+            with self.autocast():
+                features = self.model.image_encoder(batch).float()
+            for (t, original_size), f in zip(inputs, features, strict=True):
+                input_size = (int(t.shape[2]), int(t.shape[3]))
+                out.append(self._image_state(f[None], original_size, input_size))
+        if out:
+            self._state = out[-1]
+        return out
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Make an image embedded earlier (`set_images`) the current one."""
+        self._state = embedding
+
+    def _input_tensor(self, image: Any, image_format: str) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(1, 3, h, w) resized float-ready tensor and the original (H, W) of `image`."""
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR'; got {image_format!r}")
         if not (
@@ -55,7 +113,7 @@ class SamPredictor:
         input_image = self.transform.apply_image(np.ascontiguousarray(image))
         input_torch = torch.as_tensor(input_image, device=self.device)
         input_torch = input_torch.permute(2, 0, 1).contiguous()[None, :, :, :]
-        self.set_torch_image(input_torch, image.shape[:2])
+        return input_torch, (int(image.shape[0]), int(image.shape[1]))
 
     @torch.no_grad()
     def set_torch_image(
@@ -75,9 +133,20 @@ class SamPredictor:
             )
         self.reset_image()
         input_image = self.model.preprocess(transformed_image)
-        features = self.model.image_encoder(input_image)
+        with self.autocast():
+            features = self.model.image_encoder(input_image).float()
         h0, w0 = (int(s) for s in original_image_size)
-        self._state = _ImageState(features, (h0, w0), (shape[2], shape[3]))
+        self._state = self._image_state(features, (h0, w0), (shape[2], shape[3]))
+
+    def _image_state(
+        self, features: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]
+    ) -> ImageEmbedding:
+        """State of one image: its embedding and the decoder's prompt-independent work."""
+        image_pe = self.model.prompt_encoder.get_dense_pe()
+        _, no_mask = self.model.prompt_encoder(points=None, boxes=None, masks=None)
+        with self.autocast():
+            prepared = self.model.mask_decoder.prepare(features, image_pe, no_mask)
+        return ImageEmbedding(features, original_size, input_size, image_pe, prepared)
 
     # -- prompts ------------------------------------------------------------------------
     def predict(
@@ -140,14 +209,17 @@ class SamPredictor:
         state = self._require_image()
         prompts.validate_torch(point_coords, point_labels, boxes, mask_input)
         points = (point_coords, point_labels) if point_coords is not None else None
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        low_res_masks, iou_predictions = self.model.mask_decoder(
-            image_embeddings=state.features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
+        with self.autocast():
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            low_res_masks, iou_predictions = self.model.mask_decoder(
+                image_embeddings=state.features,
+                image_pe=state.image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+                prepared=state.prepared if mask_input is None else None,
+            )
+        low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()
         masks = self.model.postprocess_masks(low_res_masks, state.input_size, state.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
@@ -179,10 +251,19 @@ class SamPredictor:
         return None if self._state is None else self._state.input_size
 
     @property
+    def prepared(self) -> ImageKeys | None:
+        """The decoder's per-image work for prompts without a mask prompt."""
+        return None if self._state is None else self._state.prepared
+
+    @property
+    def image_pe(self) -> torch.Tensor | None:
+        return None if self._state is None else self._state.image_pe
+
+    @property
     def device(self) -> torch.device:
         return self.model.device
 
-    def _require_image(self) -> _ImageState:
+    def _require_image(self) -> ImageEmbedding:
         if self._state is None:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         return self._state

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .common import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from .transformer import ImageKeys, TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
@@ -63,6 +63,7 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict masks for B prompts on one image.
 
@@ -72,6 +73,9 @@ class MaskDecoder(nn.Module):
           sparse_prompt_embeddings: (B, N, C) point and box tokens.
           dense_prompt_embeddings: (B, C, H, W) mask-prompt embedding.
           multimask_output: return the 3 multimask outputs instead of the single one.
+          prepared: `prepare(image_embeddings, image_pe, dense)` of this image, when every
+            prompt has that same dense embedding (no mask prompt): the image-side work of
+            the first block is then reused, and image_embeddings/dense are not read.
 
         Returns:
           masks: (B, 3 or 1, 4H, 4W) low-res mask logits.
@@ -82,9 +86,20 @@ class MaskDecoder(nn.Module):
             image_pe=image_pe,
             sparse_prompt_embeddings=sparse_prompt_embeddings,
             dense_prompt_embeddings=dense_prompt_embeddings,
+            prepared=prepared,
         )
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, mask_slice], iou_pred[:, mask_slice]
+
+    def prepare(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> ImageKeys:
+        """Per-image work shared by all prompts with this (1, C, H, W) dense embedding."""
+        src = image_embeddings + dense_prompt_embeddings[:1]
+        return self.transformer.prepare(src, image_pe)
 
     def predict_masks(
         self,
@@ -93,6 +108,7 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All num_mask_tokens masks (B, T, 4H, 4W) and IoU predictions (B, T)."""
         b = sparse_prompt_embeddings.shape[0]
@@ -105,10 +121,13 @@ class MaskDecoder(nn.Module):
                 f"image_embeddings must have batch 1 or {b} (one per prompt); "
                 f"got {image_embeddings.shape[0]}"
             )
-        # Broadcasting replaces a per-prompt copy of the image embedding.
-        src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
-        _, c, h, w = src.shape
-        hs, src = self.transformer(src, image_pe, tokens)
+        _, c, h, w = image_pe.shape
+        if prepared is None:
+            # Broadcasting replaces a per-prompt copy of the image embedding.
+            src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
+            hs, src = self.transformer(src, image_pe, tokens)
+        else:
+            hs, src = self.transformer(image_embeddings, image_pe, tokens, prepared=prepared)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 

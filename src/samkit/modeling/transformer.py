@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .common import MLPBlock
+
+
+@dataclass
+class ImageKeys:
+    """The image side of the first block, identical for every prompt of one image when there
+    is no mask prompt: computed once per image (`TwoWayTransformer.prepare`)."""
+
+    keys: torch.Tensor  # (1, HW, C) image tokens (embedding + dense prompt embedding)
+    key_pe: torch.Tensor  # (1, HW, C) their positional encoding
+    k: torch.Tensor  # (1, nh, HW, hd) token->image keys: k_proj(keys + key_pe)
+    v: torch.Tensor  # (1, nh, HW, hd) token->image values: v_proj(keys)
+    q: torch.Tensor  # (1, nh, HW, hd) image->token queries: q_proj(keys + key_pe)
 
 
 class TwoWayTransformer(nn.Module):
@@ -49,15 +63,43 @@ class TwoWayTransformer(nn.Module):
         )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
+    def prepare(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageKeys:
+        """Prompt-independent work of the first block for one (1, C, H, W) image."""
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()  # (1, HW, C)
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()  # (1, HW, C)
+        first: TwoWayAttentionBlock = self.layers[0]  # type: ignore[assignment]
+        k = keys + key_pe
+        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        return ImageKeys(
+            keys=keys,
+            key_pe=key_pe,
+            k=t2i.split_heads(t2i.k_proj(k)),
+            v=t2i.split_heads(t2i.v_proj(keys)),
+            q=i2t.split_heads(i2t.q_proj(k)),
+        )
+
     def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+        self,
+        image_embedding: torch.Tensor,
+        image_pe: torch.Tensor,
+        point_embedding: torch.Tensor,
+        prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
-        key_pe = image_pe.flatten(2).transpose(1, 2)  # (B or 1, HW, C)
+        """With `prepared` (from `prepare` on this image), image_embedding and image_pe are
+        not read again and the first block's image-side projections are reused."""
         queries = point_embedding
-        for layer in self.layers:
+        if prepared is None:
+            keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
+            key_pe = image_pe.flatten(2).transpose(1, 2)  # (B or 1, HW, C)
+        else:
+            keys, key_pe = prepared.keys, prepared.key_pe
+        for i, layer in enumerate(self.layers):
             queries, keys = layer(
-                queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe
+                queries=queries,
+                keys=keys,
+                query_pe=point_embedding,
+                key_pe=key_pe,
+                prepared=prepared if i == 0 else None,
             )
         attn_out = self.final_attn_token_to_image(
             q=queries + point_embedding, k=keys + key_pe, v=keys
@@ -106,6 +148,7 @@ class TwoWayAttentionBlock(nn.Module):
         keys: torch.Tensor,
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
+        prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_layer_pe:
             queries = self.self_attn(q=queries, k=queries, v=queries)
@@ -114,13 +157,25 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q=q, k=q, v=queries)
         queries = self.norm1(queries)
 
-        k = keys + key_pe
         q = queries + query_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys))
+        if prepared is None:
+            k = keys + key_pe
+            attn_out = self.cross_attn_token_to_image(q=q, k=k, v=keys)
+        else:
+            attn_out = self.cross_attn_token_to_image.attend_shared(q, prepared.k, prepared.v)
+        queries = self.norm2(queries + attn_out)
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
+        if prepared is None:
+            attn_out = self.cross_attn_image_to_token(q=k, k=q, v=queries)
+        else:
+            i2t = self.cross_attn_image_to_token
+            k_heads = i2t.split_heads(i2t.k_proj(q))
+            v_heads = i2t.split_heads(i2t.v_proj(queries))
+            q_heads = prepared.q.expand(k_heads.shape[0], -1, -1, -1)
+            attn_out = i2t.attend(q_heads, k_heads, v_heads)
+        keys = self.norm4(keys + attn_out)
         return queries, keys
 
 
@@ -142,16 +197,29 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(
             1, 2
         )  # (B, nh, N, hd)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._split_heads(self.q_proj(q))
-        k = self._split_heads(self.k_proj(k))
-        v = self._split_heads(self.v_proj(v))
+        q = self.split_heads(self.q_proj(q))
+        k = self.split_heads(self.k_proj(k))
+        v = self.split_heads(self.v_proj(v))
+        return self.attend(q, k, v)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention over projected heads (B, nh, N, hd), then the output projection."""
         out = F.scaled_dot_product_attention(q, k, v)  # (B, nh, Nq, hd)
         b, nh, n, hd = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, nh * hd))
+
+    def attend_shared(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Queries q (B, N, C) of B prompts against keys/values (1, nh, M, hd) of one image:
+        the B prompts' queries go in one row block (attention is per query row), so the
+        shared keys and values are neither copied nor projected again."""
+        b, n, _ = q.shape
+        q_heads = self.split_heads(self.q_proj(q).reshape(1, b * n, -1))  # (1, nh, B*N, hd)
+        out = F.scaled_dot_product_attention(q_heads, k, v)  # (1, nh, B*N, hd)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
