@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .data.folders import SampleSource
+from .modeling import Sam
 
 
 def add_dataset_arguments(p: argparse.ArgumentParser, *, synthetic: bool) -> None:
@@ -119,17 +120,27 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train the prompt encoder and mask decoder only (faster, less data needed)",
     )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.1,
+        help="fraction of the images kept out of training and used to report mIoU before "
+        "and after (default 0.1; at least one image)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.set_defaults(handler=_finetune)
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    import json
+
     from . import load
+    from .eval import report
     from .loading import detect_variant
     from .train import train
     from .train.config import finetune_config
-    from .train.sources import DatasetSource
+    from .train.sources import DatasetSource, split_holdout
 
     if args.steps < 1:
         raise ValueError(f"--steps must be positive; got {args.steps}")
@@ -143,11 +154,36 @@ def _finetune(args: argparse.Namespace) -> int:
         freeze_image_encoder=args.freeze_encoder,
         threads=args.threads,
     )
+    training, held_out = split_holdout(dataset(args), args.holdout, seed=config.seed)
     out = Path(args.out)
-    source = DatasetSource(dataset(args), model.img_size, config.seed)
-    train(config, out, resume=args.resume, source=source, init_weights=weights)
+
+    def measure(m: Sam) -> list[report.Row]:
+        scores = report.evaluate(m, report.dataset_items(held_out, None), max(CLICKS))
+        return report.summarize(scores, CLICKS)
+
+    before = measure(model)
+    tuned = train(
+        config,
+        out,
+        resume=args.resume,
+        source=DatasetSource(training, model.img_size, config.seed),
+        init_weights=weights,
+    )
+    after = measure(tuned.eval())
+    lines = [f"held-out images: {len(held_out)}", "", "before:", report.to_markdown(before)]
+    lines += ["after:", report.to_markdown(after)]
+    print("\n".join(lines), end="")
+    summary = {
+        "held_out_images": len(held_out),
+        **{f"before_miou@{k}": before[0].miou[k][0] for k in CLICKS},
+        **{f"after_miou@{k}": after[0].miou[k][0] for k in CLICKS},
+    }
+    (out / "finetune_report.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"fine-tuned weights: {out / 'model.safetensors'}")
     return 0
+
+
+CLICKS = (1, 3)  # the clicks `samkit finetune` reports before and after
 
 
 def positive_ints(text: str) -> list[int]:

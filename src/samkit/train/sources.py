@@ -62,6 +62,32 @@ class DatasetSource:
         raise ValueError(f"no image of the dataset has a mask of at least {MIN_MASK_AREA} px")
 
 
+class _Subset:
+    def __init__(self, dataset: SampleSource, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.dataset[self.indices[index]]
+
+
+def split_holdout(
+    dataset: SampleSource, fraction: float, seed: int
+) -> tuple[SampleSource, SampleSource]:
+    """(training, held-out) parts of `dataset`: a seeded random `fraction` of its samples,
+    at least one, is held out; at least one is left to train on."""
+    n = len(dataset)
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be between 0 and 1; got {fraction}")
+    if n < 2:
+        raise ValueError(f"need at least 2 images to hold some out; the dataset has {n}")
+    order = np.random.default_rng([seed, n]).permutation(n).tolist()
+    k = min(n - 1, max(1, round(fraction * n)))
+    return _Subset(dataset, sorted(order[k:])), _Subset(dataset, sorted(order[:k]))
+
+
 def fit_sample(sample: Sample, size: int) -> FittedSample:
     """Resize `sample` so its longest side is `size` and pad it to a square; masks are resized
     with nearest neighbours and those left smaller than MIN_MASK_AREA are dropped."""
@@ -74,5 +100,5 @@ def fit_sample(sample: Sample, size: int) -> FittedSample:
     for i, mask in enumerate(sample.masks):
         small = cv2.resize(mask.view(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)
         masks[i, :nh, :nw] = small.astype(bool)
-    keep = masks.reshape(len(masks), -1).sum(axis=1) >= MIN_MASK_AREA
+    keep = masks.reshape(len(masks), size * size).sum(axis=1) >= MIN_MASK_AREA
     return FittedSample(image, masks[keep])
