@@ -18,9 +18,14 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# The main job on the bundled default model: one click, one box, then segment everything.
 demo: $(STAMP)
-	$(BIN)/samkit segment examples/shapes.png --model samkit_tiny --point 96,80 \
+	$(BIN)/samkit segment examples/shapes.png --model samkit_default --point 100,90 \
 		--multimask --out out/demo_mask.png --overlay out/demo_overlay.png
+	$(BIN)/samkit segment examples/shapes.png --model samkit_default --box 170,40,290,150 \
+		--out out/demo_box_mask.png --overlay out/demo_box_overlay.png
+	$(BIN)/samkit amg examples/shapes.png --model samkit_default --out out/amg --overlays \
+		--no-progress
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
