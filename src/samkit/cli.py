@@ -332,16 +332,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"samkit serve needs the serve extra: pip install 'samkit[serve]' ({err})"
         ) from err
 
-    try:
-        model = load(args.model, device=args.device)
-    except (ValueError, FileNotFoundError) as err:
-        if args.model != "samkit_default":
-            raise
-        raise ValueError(
-            f"{err}. Until samkit_default's weights are installed, pass --model vit_b "
-            "(official weights) or a weights file, or --model "
-            "samkit_tiny to try the annotator with seeded, untrained weights"
-        ) from err
+    model = load(args.model, device=args.device)
     app = create_app(
         args.folder,
         model,

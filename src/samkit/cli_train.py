@@ -157,8 +157,10 @@ def _finetune(args: argparse.Namespace) -> int:
     training, held_out = split_holdout(dataset(args), args.holdout, seed=config.seed)
     out = Path(args.out)
 
+    items = list(report.dataset_items(held_out, None))  # read once, measured twice
+
     def measure(m: Sam) -> list[report.Row]:
-        scores = report.evaluate(m, report.dataset_items(held_out, None), max(CLICKS))
+        scores = report.evaluate(m, items, max(CLICKS))
         return report.summarize(scores, CLICKS)
 
     before = measure(model)

@@ -9,6 +9,7 @@ multi-process training see exactly the images a single process would have seen.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,11 +56,17 @@ class DatasetSource:
         n = len(self.dataset)
         for attempt in range(n):
             epoch, position = divmod(index + attempt, n)
-            order = np.random.default_rng([self.seed, epoch]).permutation(n)
+            order = _epoch_order(self.seed, epoch, n)
             fitted = fit_sample(self.dataset[int(order[position])], self.size)
             if len(fitted.masks):
                 return fitted
         raise ValueError(f"no image of the dataset has a mask of at least {MIN_MASK_AREA} px")
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of an epoch's samples: drawn once per epoch, not once per image."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 class _Subset:

@@ -78,10 +78,10 @@ def new_model(config: TrainConfig, init_weights: dict[str, torch.Tensor] | None 
 def validate(model: Sam, config: TrainConfig) -> dict[str, float]:
     """mIoU after 1..val_clicks protocol clicks over every mask of the held-out scenes, overall
     and per kind of mask (object / part / group)."""
-    model.eval()
-    rows, kinds = [], []
     if config.val_scenes == 0:
         return {}
+    model.eval()
+    rows, kinds = [], []
     for scene in SyntheticScenes(
         seed=config.val_scene_seed, n=config.val_scenes, size=config.scene_size
     ):
