@@ -23,7 +23,7 @@ def test_bundled_weights_ship_small_and_named() -> None:
 
 
 def test_bundled_model_segments_held_out_scenes_far_better_than_untrained_weights() -> None:
-    # A floor, not the quality claim (that is `samkit eval` on 100 scenes, in the README):
+    # A floor, not the quality claim (that is `samkit eval` on 50 scenes, in the README):
     # trained weights must beat the seeded initialisation of the same architecture by far.
     torch.set_num_threads(1)
     scenes = [make_scene(31, i, 128) for i in range(4)]
