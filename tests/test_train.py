@@ -195,3 +195,16 @@ def test_resume_is_exact(tmp_path: Path) -> None:
         train(config, tmp_path / "b", max_steps=1)
     with pytest.raises(ValueError, match="lr"):
         train(dataclasses.replace(config, lr=1.0), tmp_path / "b", resume=True, max_steps=1)
+
+
+def test_resume_may_move_a_decay_that_has_not_happened(tmp_path: Path) -> None:
+    config = tiny_config(lr_milestones=(50,), total_steps=60)
+    train(config, tmp_path / "run", max_steps=3)
+    sooner = dataclasses.replace(config, lr_milestones=(4,), total_steps=6)
+    resumed = train(sooner, tmp_path / "run", resume=True, max_steps=2).state_dict()
+    straight = train(sooner, tmp_path / "straight", max_steps=5).state_dict()  # new schedule
+    unchanged = train(config, tmp_path / "old", max_steps=5).state_dict()  # no decay at 4
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert not all(torch.equal(unchanged[k], resumed[k]) for k in unchanged)
+    with pytest.raises(ValueError, match="lr_milestones"):  # step 2 already ran at full rate
+        train(dataclasses.replace(config, lr_milestones=(2,)), tmp_path / "run", resume=True)

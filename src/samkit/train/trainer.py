@@ -10,6 +10,7 @@ gradients are averaged (see `distributed.py`); only rank 0 writes logs and check
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -42,6 +43,7 @@ from .step import StepStats, train_step
 # (total_steps only says where to stop: the schedule's milestones are absolute steps).
 OPERATIONAL = {"torch_threads", "log_every", "checkpoint_minutes", "keep_checkpoints",
                "val_minutes", "val_scenes", "total_steps", "notes"}  # fmt: skip
+SCHEDULE = {"warmup_steps", "lr_milestones", "lr_gamma"}  # may change where the past allows
 
 
 def build_optimizer(model: Sam, config: TrainConfig) -> torch.optim.AdamW:
@@ -228,6 +230,15 @@ def train(
     return model
 
 
+def _same_past_schedule(config: TrainConfig, saved: dict[str, object], step: int) -> bool:
+    """Whether the learning rate of every step before `step` is the same under `config` as
+    under the checkpoint's `saved` config: then a schedule may be moved or shortened on
+    resume (e.g. its decay brought forward) and the run stays the one the new config makes."""
+    old = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in SCHEDULE}
+    before = dataclasses.replace(config, **old)
+    return all(config.lr_factor(s) == before.lr_factor(s) for s in range(step))
+
+
 def _restore(
     found: Path,
     model: Sam,
@@ -242,6 +253,8 @@ def _restore(
         for k, v in config.to_dict().items()
         if k not in OPERATIONAL and json.loads(json.dumps(v)) != state.config.get(k)
     }
+    if changed and changed <= SCHEDULE and _same_past_schedule(config, state.config, state.step):
+        changed = set()
     if changed:
         raise ValueError(f"config differs from the checkpoint's in {sorted(changed)}")
     optimizer.load_state_dict(state.optimizer)
