@@ -10,7 +10,6 @@ gradients are averaged (see `distributed.py`); only rank 0 writes logs and check
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import signal
 import sys
@@ -230,12 +229,12 @@ def train(
     return model
 
 
-def _same_past_schedule(config: TrainConfig, saved: dict[str, object], step: int) -> bool:
+def _same_past_schedule(config: TrainConfig, saved: dict[str, Any], step: int) -> bool:
     """Whether the learning rate of every step before `step` is the same under `config` as
     under the checkpoint's `saved` config: then a schedule may be moved or shortened on
     resume (e.g. its decay brought forward) and the run stays the one the new config makes."""
-    old = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in SCHEDULE}
-    before = dataclasses.replace(config, **old)
+    old = {k: saved[k] for k in SCHEDULE if k in saved}
+    before = TrainConfig.from_dict({**config.to_dict(), **old})
     return all(config.lr_factor(s) == before.lr_factor(s) for s in range(step))
 
 
