@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+import samkit
 from samkit.checkpoints import (
     KNOWN_WEIGHTS,
     CheckpointError,
@@ -232,16 +233,24 @@ def test_load_weights_names_the_variant_and_sizes() -> None:
 
 # -- registry and cache ----------------------------------------------------------------------
 def test_known_weights_are_well_formed() -> None:
-    assert set(KNOWN_WEIGHTS) == {"vit_h", "vit_l", "vit_b", "vit_t"}
+    official = {"vit_h", "vit_l", "vit_b", "vit_t"}
+    assert set(KNOWN_WEIGHTS) == official | {"hf_vit_b", "hf_vit_l", "hf_vit_h"}
     hosts = {
         "vit_t": "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/",  # MobileSAM
     }
-    for name, info in KNOWN_WEIGHTS.items():
+    for name in official:
+        info = KNOWN_WEIGHTS[name]
         assert info.name == name == info.variant
-        assert len(info.sha256) == 64 and int(info.sha256, 16) >= 0
+        assert info.sha256 is not None and len(info.sha256) == 64 and int(info.sha256, 16) >= 0
         assert info.url.endswith("/" + info.filename)
         assert info.url.startswith(
             hosts.get(name, "https://dl.fbaipublicfiles.com/segment_anything/")
+        )
+    for size, variant in (("base", "vit_b"), ("large", "vit_l"), ("huge", "vit_h")):
+        info = KNOWN_WEIGHTS[f"hf_{variant}"]
+        assert info.variant == variant and info.sha256 is None  # declared by the hub
+        assert info.url == (
+            f"https://huggingface.co/facebook/sam-vit-{size}/resolve/main/model.safetensors"
         )
 
 
@@ -268,6 +277,7 @@ class _Server:
     root: Path
     url: str
     requests: list[str] = field(default_factory=list)
+    declared: dict[str, str] = field(default_factory=dict)  # file name -> sha256 the hub sends
 
 
 @pytest.fixture
@@ -283,7 +293,27 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]
 
         def do_GET(self) -> None:
             state.requests.append(self.path)
-            super().do_GET()
+            if not self._hub_redirect():
+                super().do_GET()
+
+        def do_HEAD(self) -> None:
+            state.requests.append("HEAD " + self.path)
+            if not self._hub_redirect():
+                super().do_HEAD()
+
+        def _hub_redirect(self) -> bool:
+            """/resolve/NAME answers as Hugging Face does: a redirect to the file (here
+            /NAME) carrying the sha256 in X-Linked-Etag, if `state.declared` has one."""
+            if not self.path.startswith("/resolve/"):
+                return False
+            name = self.path.removeprefix("/resolve/")
+            self.send_response(302)
+            self.send_header("Location", "/" + name)
+            if name in state.declared:
+                self.send_header("X-Linked-Etag", f'"{state.declared[name]}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -369,3 +399,52 @@ def test_download_connection_refused(server: _Server, monkeypatch: pytest.Monkey
     with pytest.raises(DownloadError, match=f"could not fetch http://127.0.0.1:{port}/tiny.pth"):
         download(info, progress=False, timeout=5)
     assert server.requests == []
+
+
+# -- files whose sha256 the host declares (Hugging Face) ----------------------------------------
+def _hub_served(server: _Server, monkeypatch: pytest.MonkeyPatch, payload: bytes) -> WeightInfo:
+    """A file the /resolve/ route serves, whose registry entry has no sha256 of its own."""
+    info = dataclasses.replace(_served(server, "hub.safetensors", payload), sha256=None, size=None)
+    monkeypatch.setenv("SAMKIT_WEIGHTS_MIRROR", server.url + "resolve")
+    return info
+
+
+def test_download_checks_the_sha256_the_hub_declares(
+    server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = _hub_served(server, monkeypatch, os.urandom(5000))
+    data = (server.root / "hub.safetensors").read_bytes()
+    server.declared["hub.safetensors"] = hashlib.sha256(data).hexdigest()
+    path = download(info, progress=False)
+    assert path.read_bytes() == data
+    assert server.requests[0] == "HEAD /resolve/hub.safetensors"
+
+    path.unlink()
+    server.declared["hub.safetensors"] = "ab" * 32  # the hub says one thing, serves another
+    with pytest.raises(DownloadError, match="expected " + "ab" * 32):
+        download(info, progress=False)
+    assert _leftovers(_weights_dir(), set()) == []
+
+
+def test_download_refuses_a_file_without_a_declared_sha256(
+    server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = _hub_served(server, monkeypatch, os.urandom(100))
+    with pytest.raises(DownloadError, match="declares no sha256"):
+        download(info, progress=False)
+    assert server.requests == ["HEAD /resolve/hub.safetensors"]  # nothing was fetched
+    assert _leftovers(_weights_dir(), set()) == []
+
+
+def test_load_by_name_downloads_a_hugging_face_layout_file(
+    server: _Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reference = samkit.load("samkit_tiny")
+    write_safetensors(reference.state_dict(), tmp_path / "ours.safetensors")
+    convert(tmp_path / "ours.safetensors", tmp_path / "hf.safetensors", layout="hf")
+    payload = (tmp_path / "hf.safetensors").read_bytes()
+    info = dataclasses.replace(_hub_served(server, monkeypatch, payload), name="hf_tiny")
+    server.declared["hub.safetensors"] = hashlib.sha256(payload).hexdigest()
+    monkeypatch.setitem(KNOWN_WEIGHTS, "hf_tiny", info)
+    loaded = samkit.load("hf_tiny").state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in reference.state_dict().items())

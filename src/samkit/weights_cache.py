@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -31,13 +32,14 @@ class WeightInfo:
     """Where a weights file comes from and how to recognise it.
 
     name: registry key ("vit_b"); variant: the `sam_model_registry` builder it fits;
-    sha256: hex digest of the whole file; size: bytes, or None when unknown.
+    sha256: hex digest of the whole file, or None when the host declares it at download
+    time (Hugging Face: see `declared_sha256`); size: bytes, or None when unknown.
     """
 
     name: str
     variant: str
     url: str
-    sha256: str
+    sha256: str | None
     filename: str
     size: int | None
 
@@ -90,11 +92,22 @@ KNOWN_WEIGHTS: dict[str, WeightInfo] = {
             filename="mobile_sam.pt",
             size=40_728_226,
         ),
-        # Hugging Face's facebook/sam-vit-{base,large,huge} (model.safetensors, SamModel layout)
-        # are NOT registered: no sha256 for them could be confirmed from a source we can read
-        # here, and `download` verifies every file. Download one yourself from
-        # https://huggingface.co/facebook/sam-vit-base/resolve/main/model.safetensors
-        # (or -large, -huge) and pass its path to `samkit.load`; the layout is detected.
+        # Hugging Face's facebook/sam-vit-{base,large,huge} (model.safetensors, transformers'
+        # SamModel layout). No sha256 for them could be confirmed from a source readable here,
+        # so the hub's own declaration is used: it answers a HEAD request for a large file
+        # with the file's sha256 in `X-Linked-Etag` (its LFS object id), and the download must
+        # match it. The files are safetensors, which hold no code.
+        *(
+            WeightInfo(
+                name=f"hf_{variant}",
+                variant=variant,
+                url=f"https://huggingface.co/facebook/sam-vit-{size}/resolve/main/model.safetensors",
+                sha256=None,
+                filename=f"sam-vit-{size}.safetensors",
+                size=None,
+            )
+            for variant, size in (("vit_b", "base"), ("vit_l", "large"), ("vit_h", "huge"))
+        ),
     )
 }
 
@@ -159,6 +172,10 @@ def download(name_or_info: str | WeightInfo, *, progress: bool = True, timeout: 
     target = _weights_dir() / info.filename
     target.parent.mkdir(parents=True, exist_ok=True)
     url = _source_url(info)
+    try:
+        expected = info.sha256 or declared_sha256(url, timeout=timeout)
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+        raise DownloadError(_unreachable_message(info, url, target, e)) from e
     # A unique *.part name, so two processes downloading at once never share a file.
     fd, part_name = tempfile.mkstemp(dir=target.parent, prefix=f"{info.filename}.", suffix=".part")
     part = Path(part_name)
@@ -167,7 +184,7 @@ def download(name_or_info: str | WeightInfo, *, progress: bool = True, timeout: 
             digest, nbytes = _fetch(url, out, info, progress=progress, timeout=timeout)
             out.flush()
             os.fsync(out.fileno())
-        _check_digest(info, url, digest, nbytes)
+        _check_digest(info, url, digest, nbytes, expected)
         os.replace(part, target)
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
         raise DownloadError(_unreachable_message(info, url, target, e)) from e
@@ -209,14 +226,14 @@ def _content_length(response: Any) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def _check_digest(info: WeightInfo, url: str, digest: str, nbytes: int) -> None:
-    """Raise `DownloadError` unless the downloaded bytes are the expected file."""
-    if digest == info.sha256.lower():
+def _check_digest(info: WeightInfo, url: str, digest: str, nbytes: int, expected: str) -> None:
+    """Raise `DownloadError` unless the downloaded bytes have the `expected` sha256."""
+    if digest == expected.lower():
         return
     size = f"{info.size} bytes" if info.size is not None else "unknown size"
     raise DownloadError(
         f"the file downloaded from {url} is not the expected {info.filename}: "
-        f"sha256 {digest} ({nbytes} bytes), expected {info.sha256} ({size}). "
+        f"sha256 {digest} ({nbytes} bytes), expected {expected} ({size}). "
         "The download was discarded; retry, or check the server or mirror serving it."
     )
 
@@ -231,6 +248,44 @@ def _unreachable_message(info: WeightInfo, url: str, target: Path, error: Except
         reason = f"{type(error).__name__}: {error}"
     return (
         f"could not fetch {url} ({reason}). Either download {info.filename} yourself and "
-        f"place it at {target} (sha256 {info.sha256}), or set {MIRROR_ENV} to a server "
-        f"that serves {info.filename}."
+        f"place it at {target} (sha256 {info.sha256 or 'as the host declares it'}), or set "
+        f"{MIRROR_ENV} to a server that serves {info.filename}."
     )
+
+
+class _KeepRedirect(urllib.request.HTTPRedirectHandler):
+    """Do not follow redirects: the headers wanted are on the redirect itself."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def declared_sha256(url: str, *, timeout: float = 60) -> str:
+    """The sha256 the host declares for the file at `url`, from a HEAD request.
+
+    Hugging Face answers `/resolve/` requests for large (LFS or Xet) files with a redirect
+    carrying `X-Linked-Etag: "<sha256 of the file>"`; other hosts may send the digest as a
+    plain `ETag`. Raises `DownloadError` when no sha256 is declared: an unverifiable file is
+    never downloaded.
+    """
+    request = urllib.request.Request(
+        url, method="HEAD", headers={"User-Agent": "samkit", "Accept-Encoding": "identity"}
+    )
+    try:
+        with urllib.request.build_opener(_KeepRedirect).open(request, timeout=timeout) as r:
+            headers = r.headers
+    except urllib.error.HTTPError as e:
+        if e.code not in (301, 302, 303, 307, 308):
+            raise
+        headers = e.headers
+    value = headers.get("X-Linked-Etag") or headers.get("ETag") or ""
+    digest = value.removeprefix("W/").strip('"').lower()
+    if not _SHA256.fullmatch(digest):
+        raise DownloadError(
+            f"{url} declares no sha256 for its file (X-Linked-Etag/ETag: {value!r}); "
+            "refusing a download that cannot be verified"
+        )
+    return digest
