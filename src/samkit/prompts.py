@@ -6,10 +6,12 @@ Each check raises ValueError saying what was expected and what arrived, before a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # validate() works without torch (the onnxruntime predictor uses it)
+    import torch
 
 # 1 foreground, 0 background, -1 padding ("not a point", as in the official ONNX decoder).
 VALID_LABELS = (-1, 0, 1)
@@ -122,7 +124,7 @@ def _finite_array(value: Any, name: str, dtype: type) -> np.ndarray:
 
 
 def _finite_tensor(value: torch.Tensor, name: str) -> None:
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+    if value.is_floating_point() and not bool(value.isfinite().all()):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 

@@ -6,10 +6,13 @@ match it exactly. Coordinates are (X, Y) pixels; boxes are XYXY.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+if TYPE_CHECKING:  # the numpy methods work without torch (the onnxruntime predictor uses them)
+    import torch
 
 
 class ResizeLongestSide:
@@ -44,6 +47,8 @@ class ResizeLongestSide:
 
     def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float -> resized (B, 3, h, w), antialiased bilinear."""
+        import torch.nn.functional as F
+
         h, w = self.get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
         return F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
 
@@ -53,8 +58,8 @@ class ResizeLongestSide:
         """(..., 2) (X, Y) tensor in the original image -> float coordinates, resized image."""
         old_h, old_w = original_size
         new_h, new_w = self.get_preprocess_shape(old_h, old_w, self.target_length)
-        scale = torch.tensor([new_w / old_w, new_h / old_h], device=coords.device)
-        return coords.to(torch.float) * scale
+        coords = coords.float()
+        return coords * coords.new_tensor([new_w / old_w, new_h / old_h])
 
     def apply_boxes_torch(
         self, boxes: torch.Tensor, original_size: tuple[int, ...]
