@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
@@ -31,14 +32,21 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also output stability_scores and areas",
     )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write each graph with int8 weights (onnxruntime dynamic quantization) "
+        "next to it, as NAME.int8.onnx",
+    )
     p.set_defaults(handler=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
     from . import load
-    from .export import export_decoder, export_encoder
+    from .export import export_decoder, export_encoder, quantize_dynamic_int8
 
     model = load(args.model).eval()
+    written = []
     path = export_decoder(
         model,
         args.out,
@@ -47,7 +55,17 @@ def _export(args: argparse.Namespace) -> int:
         return_extra_metrics=args.return_extra_metrics,
         opset=args.opset,
     )
-    print(f"decoder: {path}")
+    written.append(("decoder", path))
     if args.encoder_out:
-        print(f"encoder: {export_encoder(model, args.encoder_out, opset=args.opset)}")
+        written.append(("encoder", export_encoder(model, args.encoder_out, opset=args.opset)))
+    for name, graph in list(written):
+        if args.int8:
+            written.append((f"{name} int8", quantize_dynamic_int8(graph, int8_path(graph))))
+    for name, graph in written:
+        print(f"{name}: {graph}")
     return 0
+
+
+def int8_path(path: Path) -> Path:
+    """decoder.onnx -> decoder.int8.onnx"""
+    return path.with_name(f"{path.stem}.int8{path.suffix}")

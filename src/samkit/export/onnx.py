@@ -198,6 +198,7 @@ def export_decoder(
         outputs,
         {"point_coords": points, "point_labels": points},
         opset,
+        _metadata(model),
     )
 
 
@@ -215,6 +216,7 @@ def export_encoder(model: Sam, path: str | os.PathLike[str], *, opset: int = DEF
         ENCODER_OUTPUTS,
         {"input_image": dims},
         opset,
+        _metadata(model),
     )
 
 
@@ -226,7 +228,10 @@ def _export(
     outputs: tuple[str, ...] | list[str],
     dynamic_axes: dict[str, dict[int, str]],
     opset: int,
+    metadata: dict[str, str],
 ) -> Path:
+    import onnx
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     import warnings
@@ -244,4 +249,28 @@ def _export(
             do_constant_folding=True,
             dynamo=False,
         )
+    graph = onnx.load(str(path), load_external_data=False)  # weights over 2 GB stay outside
+    onnx.helper.set_model_props(graph, metadata)
+    onnx.save(graph, str(path))
     return path
+
+
+def _metadata(model: Sam) -> dict[str, str]:
+    """What `OnnxPredictor` needs to know about the model, stored in the graph."""
+    from .runtime import IMAGE_FORMAT_KEY, IMG_SIZE_KEY, MASK_THRESHOLD_KEY
+
+    return {
+        IMG_SIZE_KEY: str(model.img_size),
+        MASK_THRESHOLD_KEY: str(model.mask_threshold),
+        IMAGE_FORMAT_KEY: model.image_format,
+    }
+
+
+def quantize_dynamic_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Write `src`'s graph with int8 weights (onnxruntime dynamic quantization: MatMul and
+    Conv weights stored as signed int8 per tensor, activations quantized on the fly); the
+    interface and metadata are unchanged. Returns `dst`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(Path(src), Path(dst), weight_type=QuantType.QInt8)
+    return Path(dst)

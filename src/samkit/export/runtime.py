@@ -1,0 +1,141 @@
+"""SAM on onnxruntime alone: a predictor that needs numpy, pillow and onnxruntime, not torch.
+
+It runs the two graphs `samkit export-onnx --encoder-out` writes (see `samkit.export.onnx`)
+with `SamPredictor`'s interface: `set_image` once per image, then `predict` per prompt. The
+decoder graph has the official export's interface, so a decoder exported by Meta's script
+works too, given `img_size`. Install without torch:
+
+    pip install numpy pillow onnxruntime && pip install --no-deps samkit
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..io.images import load_image
+from ..prompts import validate
+from ..transforms import ResizeLongestSide
+
+IMG_SIZE_KEY = "samkit_img_size"  # graph metadata written by samkit's exporter
+MASK_THRESHOLD_KEY = "samkit_mask_threshold"
+IMAGE_FORMAT_KEY = "samkit_image_format"
+
+
+class OnnxPredictor:
+    """Prompted masks from an ONNX image encoder and an ONNX decoder.
+
+    encoder / decoder: paths of the graphs. img_size: the model's input size, read from the
+    graphs' metadata when samkit exported them. threads: onnxruntime intra-op threads (None:
+    its default). providers: onnxruntime execution providers (default: CPU).
+    """
+
+    def __init__(
+        self,
+        encoder: str | os.PathLike[str],
+        decoder: str | os.PathLike[str],
+        *,
+        img_size: int | None = None,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        providers = providers or ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(os.fspath(encoder), options, providers=providers)
+        self.decoder = ort.InferenceSession(os.fspath(decoder), options, providers=providers)
+        meta = {
+            **self.decoder.get_modelmeta().custom_metadata_map,
+            **self.encoder.get_modelmeta().custom_metadata_map,
+        }
+        if img_size is None and IMG_SIZE_KEY not in meta:
+            raise ValueError(
+                f"{encoder} does not record the model's input size ({IMG_SIZE_KEY}); "
+                "pass img_size (1024 for Meta's SAM models)"
+            )
+        self.img_size = int(img_size if img_size is not None else meta[IMG_SIZE_KEY])
+        self.mask_threshold = float(meta.get(MASK_THRESHOLD_KEY, 0.0))
+        self.image_format = meta.get(IMAGE_FORMAT_KEY, "RGB")
+        self.transform = ResizeLongestSide(self.img_size)
+        self.reset_image()
+
+    def reset_image(self) -> None:
+        """Forget the current image."""
+        self.features: np.ndarray | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.features is not None
+
+    def set_image(self, image: Any, image_format: str = "RGB") -> None:
+        """Embed `image`: an HxWx3 uint8 array in `image_format` ("RGB" or "BGR"), or anything
+        `samkit.io.load_image` reads (a path, bytes, a PIL image, other arrays)."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR'; got {image_format!r}")
+        rgb = load_image(image)
+        if image_format != self.image_format:
+            rgb = rgb[..., ::-1]
+        resized = self.transform.apply_image(np.ascontiguousarray(rgb))
+        batch = resized.transpose(2, 0, 1)[None].astype(np.float32)  # (1, 3, h, w), 0-255
+        (self.features,) = self.encoder.run(None, {"input_image": batch})
+        self.original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        self.input_size = (int(resized.shape[0]), int(resized.shape[1]))
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for prompts on the current image, as `SamPredictor.predict` returns them:
+        masks (C, H, W) bool (float32 logits with return_logits), scores (C,) and low-res
+        logits (C, 4He, 4We) float32; C is 3 with multimask_output, else 1."""
+        if self.features is None or self.original_size is None:
+            raise RuntimeError("call set_image before predict")
+        mask_size = (4 * self.features.shape[2], 4 * self.features.shape[3])
+        p = validate(point_coords, point_labels, box, mask_input, self.original_size, mask_size)
+        coords = np.zeros((0, 2))
+        labels = np.zeros(0)
+        if p.point_coords is not None and p.point_labels is not None:
+            coords = self.transform.apply_coords(p.point_coords, self.original_size)
+            labels = p.point_labels.astype(np.float64)
+        if p.box is not None:  # the box's corners, labelled 2 and 3
+            corners = self.transform.apply_boxes(p.box, self.original_size).reshape(2, 2)
+            coords = np.concatenate([coords, corners])
+            labels = np.concatenate([labels, [2.0, 3.0]])
+        else:  # a padding point, as SAM's prompt encoder adds when there is no box
+            coords = np.concatenate([coords, np.zeros((1, 2))])
+            labels = np.concatenate([labels, [-1.0]])
+        has_mask = p.mask_input is not None
+        masks, scores, low_res = self.decoder.run(
+            ["masks", "iou_predictions", "low_res_masks"],
+            {
+                "image_embeddings": self.features,
+                "point_coords": coords[None].astype(np.float32),
+                "point_labels": labels[None].astype(np.float32),
+                "mask_input": (
+                    p.mask_input[None].astype(np.float32)
+                    if p.mask_input is not None
+                    else np.zeros((1, 1, *mask_size), dtype=np.float32)
+                ),
+                "has_mask_input": np.array([float(has_mask)], dtype=np.float32),
+                "orig_im_size": np.array(self.original_size, dtype=np.float32),
+            },
+        )
+        tokens = slice(1, None) if multimask_output else slice(0, 1)
+        if masks.shape[1] == 1:  # a return_single_mask graph has chosen already
+            tokens = slice(0, 1)
+        masks, scores, low_res = masks[0, tokens], scores[0, tokens], low_res[0, tokens]
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, scores.astype(np.float32), low_res.astype(np.float32)
