@@ -58,9 +58,8 @@ def _export(args: argparse.Namespace) -> int:
     written.append(("decoder", path))
     if args.encoder_out:
         written.append(("encoder", export_encoder(model, args.encoder_out, opset=args.opset)))
-    for name, graph in list(written):
-        if args.int8:
-            written.append((f"{name} int8", quantize_dynamic_int8(graph, int8_path(graph))))
+    if args.int8:
+        written += [(f"{n} int8", quantize_dynamic_int8(g, int8_path(g))) for n, g in written]
     for name, graph in written:
         print(f"{name}: {graph}")
     return 0

@@ -172,15 +172,12 @@ def download(name_or_info: str | WeightInfo, *, progress: bool = True, timeout: 
     target = _weights_dir() / info.filename
     target.parent.mkdir(parents=True, exist_ok=True)
     url = _source_url(info)
-    try:
-        expected = info.sha256 or declared_sha256(url, timeout=timeout)
-    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
-        raise DownloadError(_unreachable_message(info, url, target, e)) from e
     # A unique *.part name, so two processes downloading at once never share a file.
     fd, part_name = tempfile.mkstemp(dir=target.parent, prefix=f"{info.filename}.", suffix=".part")
     part = Path(part_name)
     try:
         with os.fdopen(fd, "wb") as out:
+            expected = info.sha256 or declared_sha256(url, timeout=timeout)
             digest, nbytes = _fetch(url, out, info, progress=progress, timeout=timeout)
             out.flush()
             os.fsync(out.fileno())
