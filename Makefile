@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean browser figures
+.PHONY: venv demo test lint clean browser figures train-default
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ demo: $(STAMP)
 		--out out/demo_box_mask.png --overlay out/demo_box_overlay.png
 	$(BIN)/samkit amg examples/shapes.png --model samkit_default --out out/amg --overlays \
 		--no-progress
+
+# Retrain the bundled samkit_default from scratch (hours on a 2-core CPU; both stages resume
+# where a killed run stopped), then ship it into the package and measure it on held-out scenes.
+train-default: $(STAMP)
+	$(BIN)/python -m samkit.train --config configs/default_model.json --out runs/default \
+		$(if $(wildcard runs/default/checkpoints),--resume)
+	$(BIN)/python -m samkit.train --config configs/default_model_stage2.json \
+		--out runs/default_stage2 $(if $(wildcard runs/default_stage2/checkpoints),--resume)
+	$(BIN)/python tools/bundle_default.py runs/default_stage2
+	$(BIN)/samkit eval --model samkit_default --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from samkit.build import sam_model_registry
+from samkit.checkpoints import CheckpointError
 from samkit.data import make_scene
 from samkit.train import (
     TrainConfig,
@@ -143,6 +144,11 @@ def test_committed_config_matches_its_model() -> None:
     assert model.img_size == config.scene_size
     assert 2e6 < sum(p.numel() for p in model.parameters()) < 6e6
     assert set(config.notes) <= set(config.to_dict())
+    stage2 = TrainConfig.load(CONFIG.with_name("default_model_stage2.json"))
+    assert stage2.model == config.model and stage2.scene_size == config.scene_size
+    assert stage2.init_from == "runs/default/model.safetensors"  # where stage 1 writes
+    assert stage2.train_scene_seed not in (config.train_scene_seed, config.val_scene_seed, 3)
+    assert set(stage2.notes) <= set(stage2.to_dict()) | {"why a second stage"}
 
 
 def test_config_rejects_unknown_fields(tmp_path: Path) -> None:
@@ -208,3 +214,18 @@ def test_resume_may_move_a_decay_that_has_not_happened(tmp_path: Path) -> None:
     assert not all(torch.equal(unchanged[k], resumed[k]) for k in unchanged)
     with pytest.raises(ValueError, match="lr_milestones"):  # step 2 already ran at full rate
         train(dataclasses.replace(config, lr_milestones=(2,)), tmp_path / "run", resume=True)
+
+
+def test_a_later_stage_starts_from_the_weights_it_names(tmp_path: Path) -> None:
+    config = tiny_config(total_steps=2)
+    first = train(config, tmp_path / "stage1")
+    weights = tmp_path / "stage1" / "model.safetensors"
+    assert weights.exists()
+    second = dataclasses.replace(config, init_from=str(weights), lr=0.0)
+    staged = train(second, tmp_path / "stage2", max_steps=1).state_dict()  # lr 0: no change
+    fresh = train(dataclasses.replace(config, lr=0.0), tmp_path / "fresh", max_steps=1)
+    a = first.state_dict()
+    assert all(torch.equal(a[k], staged[k]) for k in a)
+    assert not all(torch.equal(fresh.state_dict()[k], staged[k]) for k in a)
+    with pytest.raises(CheckpointError, match=r"nowhere\.safetensors"):
+        train(dataclasses.replace(config, init_from="nowhere.safetensors"), tmp_path / "bad")

@@ -45,6 +45,7 @@ class TrainConfig:
     checkpoint_minutes: float
     keep_checkpoints: int
     val_minutes: float
+    init_from: str = ""  # weights file to start from (a later stage of a run); "" = fresh weights
     notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .._atomic import atomic_path
 from ..build import sam_model_registry
-from ..checkpoints import load_weights
+from ..checkpoints import load_weights, read_state_dict
 from ..data import SyntheticScenes
 from ..eval.clicks import click_ious
 from ..loading import VARIANT_KEY
@@ -152,12 +152,15 @@ def train(
 ) -> Sam:
     """Train (or continue training) into folder `out`; stop after `max_steps` steps in this
     call if given, else at `config.total_steps`. Images come from `source` (default: the
-    synthetic stream `config.train_scene_seed`); `init_weights` start a fine-tuning run.
+    synthetic stream `config.train_scene_seed`); `init_weights` (or the file `config.init_from`)
+    start a fine-tuning run or a later stage of one.
     Returns the model."""
     torch.set_num_threads(config.torch_threads)
     rank, world = distributed.setup()
     source = source or SyntheticSource(config.train_scene_seed, config.scene_size)
     ckpt_dir = out / "checkpoints"
+    if init_weights is None and config.init_from:
+        init_weights = read_state_dict(config.init_from)
     model = new_model(config, init_weights)
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
