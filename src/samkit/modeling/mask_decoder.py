@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .common import MLP, LayerNorm2d
+from .factored import (
+    block_gains,
+    factored_transformer,
+    make_projection,
+    prepare_projections,
+    project,
+)
 from .transformer import ImageKeys, TwoWayTransformer
 
 
@@ -99,7 +109,14 @@ class MaskDecoder(nn.Module):
     ) -> ImageKeys:
         """Per-image work shared by all prompts with this (1, C, H, W) dense embedding."""
         src = image_embeddings + dense_prompt_embeddings[:1]
-        return self.transformer.prepare(src, image_pe)
+        prepared = self.transformer.prepare(src, image_pe)
+        projections = prepare_projections(self.transformer, prepared.keys, prepared.key_pe)
+        weight, bias = _conv_as_matmul(self._upscaling_layers()[0])
+        projections["upscale"] = make_projection(
+            prepared.keys, block_gains(self.transformer), weight, bias
+        )
+        prepared.projections = projections
+        return prepared
 
     def predict_masks(
         self,
@@ -121,22 +138,59 @@ class MaskDecoder(nn.Module):
                 f"image_embeddings must have batch 1 or {b} (one per prompt); "
                 f"got {image_embeddings.shape[0]}"
             )
-        _, c, h, w = image_pe.shape
+        _, _, h, w = image_pe.shape
+        conv1 = self._upscaling_layers()[0]
         if prepared is None:
             # Broadcasting replaces a per-prompt copy of the image embedding.
             src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
-            hs, src = self.transformer(src, image_pe, tokens)
+            hs, keys = self.transformer(src, image_pe, tokens)
+            weight, bias = _conv_as_matmul(conv1)
+            first = keys @ weight + bias  # (B, HW, 4 * C/4): the first transposed conv
         else:
-            hs, src = self.transformer(image_embeddings, image_pe, tokens, prepared=prepared)
+            hs, levels = factored_transformer(self.transformer, tokens, prepared)
+            first = project(levels, prepared.projections["upscale"])
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        upscaled = self._upscale_rest(first, h, w)  # (B, 16HW, C/8), channels last
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )  # (B, T, C/8)
-        _, c8, uh, uw = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c8, uh * uw)).reshape(b, -1, uh, uw)
+        masks = (hyper_in @ upscaled.transpose(1, 2)).reshape(b, -1, 4 * h, 4 * w)
         iou_pred = self.iou_prediction_head(iou_token_out)
         return masks, iou_pred
+
+    def _upscaling_layers(
+        self,
+    ) -> tuple[nn.ConvTranspose2d, LayerNorm2d, nn.Module, nn.ConvTranspose2d, nn.Module]:
+        conv1, norm, act1, conv2, act2 = self.output_upscaling
+        return (
+            cast(nn.ConvTranspose2d, conv1), cast(LayerNorm2d, norm), act1,
+            cast(nn.ConvTranspose2d, conv2), act2,
+        )  # fmt: skip
+
+    def _upscale_rest(self, first: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """`output_upscaling` after its first conv's matmul (`first`: (B, HW, 4 * C/4)), with
+        channels last throughout (no transposing copies): (B, 16HW, C/8)."""
+        _, norm, act1, conv2, act2 = self._upscaling_layers()
+        b = first.shape[0]
+        x = _pixel_shuffle(first, h, w)  # (B, 4HW, C/4)
+        x = act1(F.layer_norm(x, (norm.weight.numel(),), norm.weight, norm.bias, norm.eps))
+        weight, bias = _conv_as_matmul(conv2)
+        x = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight).reshape(b, 4 * h * w, -1)
+        return act2(_pixel_shuffle(x, 2 * h, 2 * w))
+
+
+def _conv_as_matmul(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2x2, stride-2 transposed conv as a matmul on channels-last pixels: weight
+    (C_in, 4 * C_out) with columns in (dy, dx, C_out) order, and its bias."""
+    c_in, c_out = conv.weight.shape[:2]
+    assert conv.bias is not None
+    return conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out), conv.bias.repeat(4)
+
+
+def _pixel_shuffle(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, h*w, 4 * C) in (dy, dx, C) order -> (B, 2h * 2w, C), row-major pixels."""
+    b, _, c4 = x.shape
+    c = c4 // 4
+    return x.reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 4 * h * w, c)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .common import MLPBlock
+
+if TYPE_CHECKING:
+    from .factored import Projection
 
 
 @dataclass
@@ -21,6 +25,8 @@ class ImageKeys:
     k: torch.Tensor  # (1, nh, HW, hd) token->image keys: k_proj(keys + key_pe)
     v: torch.Tensor  # (1, nh, HW, hd) token->image values: v_proj(keys)
     q: torch.Tensor  # (1, nh, HW, hd) image->token queries: q_proj(keys + key_pe)
+    # per-image parts of the later image-side projections (`factored.prepare_projections`)
+    projections: dict[str, Projection] = field(default_factory=dict)
 
 
 class TwoWayTransformer(nn.Module):
@@ -79,27 +85,16 @@ class TwoWayTransformer(nn.Module):
         )
 
     def forward(
-        self,
-        image_embedding: torch.Tensor,
-        image_pe: torch.Tensor,
-        point_embedding: torch.Tensor,
-        prepared: ImageKeys | None = None,
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """With `prepared` (from `prepare` on this image), image_embedding and image_pe are
-        not read again and the first block's image-side projections are reused."""
+        """The plain path (training, mask prompts, export); prompts without a mask on a
+        prepared image take `factored.factored_transformer` instead."""
         queries = point_embedding
-        if prepared is None:
-            keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
-            key_pe = image_pe.flatten(2).transpose(1, 2)  # (B or 1, HW, C)
-        else:
-            keys, key_pe = prepared.keys, prepared.key_pe
-        for i, layer in enumerate(self.layers):
+        keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
+        key_pe = image_pe.flatten(2).transpose(1, 2)  # (B or 1, HW, C)
+        for layer in self.layers:
             queries, keys = layer(
-                queries=queries,
-                keys=keys,
-                query_pe=point_embedding,
-                key_pe=key_pe,
-                prepared=prepared if i == 0 else None,
+                queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe
             )
         attn_out = self.final_attn_token_to_image(
             q=queries + point_embedding, k=keys + key_pe, v=keys
@@ -148,35 +143,27 @@ class TwoWayAttentionBlock(nn.Module):
         keys: torch.Tensor,
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
-        prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.skip_first_layer_pe:
-            queries = self.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q=q, k=q, v=queries)
-        queries = self.norm1(queries)
-
+        queries = self.self_attend(queries, query_pe)
         q = queries + query_pe
-        if prepared is None:
-            k = keys + key_pe
-            attn_out = self.cross_attn_token_to_image(q=q, k=k, v=keys)
-        else:
-            attn_out = self.cross_attn_token_to_image.attend_shared(q, prepared.k, prepared.v)
-        queries = self.norm2(queries + attn_out)
-        queries = self.norm3(queries + self.mlp(queries))
-
+        k = keys + key_pe
+        queries = self.update_tokens(queries, self.cross_attn_token_to_image(q=q, k=k, v=keys))
         q = queries + query_pe
-        if prepared is None:
-            attn_out = self.cross_attn_image_to_token(q=k, k=q, v=queries)
-        else:
-            i2t = self.cross_attn_image_to_token
-            k_heads = i2t.split_heads(i2t.k_proj(q))
-            v_heads = i2t.split_heads(i2t.v_proj(queries))
-            q_heads = prepared.q.expand(k_heads.shape[0], -1, -1, -1)
-            attn_out = i2t.attend(q_heads, k_heads, v_heads)
+        attn_out = self.cross_attn_image_to_token(q=k, k=q, v=queries)
         keys = self.norm4(keys + attn_out)
         return queries, keys
+
+    def self_attend(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
+        """The tokens' self-attention and first norm."""
+        if self.skip_first_layer_pe:
+            return self.norm1(self.self_attn(q=queries, k=queries, v=queries))
+        q = queries + query_pe
+        return self.norm1(queries + self.self_attn(q=q, k=q, v=queries))
+
+    def update_tokens(self, queries: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        """The tokens after their attention to the image (`attn_out`): norm, MLP, norm."""
+        queries = self.norm2(queries + attn_out)
+        return self.norm3(queries + self.mlp(queries))
 
 
 class Attention(nn.Module):
