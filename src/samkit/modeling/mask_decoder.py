@@ -84,8 +84,8 @@ class MaskDecoder(nn.Module):
           dense_prompt_embeddings: (B, C, H, W) mask-prompt embedding.
           multimask_output: return the 3 multimask outputs instead of the single one.
           prepared: `prepare(image_embeddings, image_pe, dense)` of this image, when every
-            prompt has that same dense embedding (no mask prompt): the image-side work of
-            the first block is then reused, and image_embeddings/dense are not read.
+            prompt has that same dense embedding (no mask prompt): the decoder then takes
+            the factored path (`factored.py`), and image_embeddings/dense are not read.
 
         Returns:
           masks: (B, 3 or 1, 4H, 4W) low-res mask logits.
