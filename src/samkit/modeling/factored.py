@@ -37,11 +37,12 @@ class Projection:
 class _Level:
     """Per prompt, the image tokens after one block: LayerNorm(previous + a @ m + bias)."""
 
-    a: torch.Tensor  # (B, HW, R) image->token attention weights, heads side by side
+    # (B, HW, R + 2): the image->token attention weights (heads side by side), then a column
+    # of ones and one of -mean, so that one batched matmul adds every low-rank and per-row term
+    a_ext: torch.Tensor
     m: torch.Tensor  # (B, R, C) token values through the output projection
     bias: torch.Tensor  # (C,) the output projection's bias
-    mean: torch.Tensor  # (B, HW, 1) LayerNorm statistics of previous + a @ m + bias
-    rstd: torch.Tensor  # (B, HW, 1)
+    rstd: torch.Tensor  # (B, HW, 1) 1 / std of previous + a @ m + bias
     norm: nn.LayerNorm
 
 
@@ -67,9 +68,14 @@ def project(levels: list[_Level], p: Projection) -> torch.Tensor:
     y = p.pre  # the image tokens @ chain[level]
     for i, lv in enumerate(levels[: p.level], start=1):
         w, gw = chain[p.level - i], chain[p.level - i + 1]  # gw = gains_i * w
-        inner = y + lv.a @ (lv.m @ gw) + lv.bias @ gw - lv.mean * (lv.norm.weight @ w)
-        y = lv.rstd * inner + lv.norm.bias @ w  # = keys_i @ w
-    return y + p.const
+        b = lv.m.shape[0]
+        rows = torch.cat(
+            [lv.m @ gw, (lv.bias @ gw).expand(b, 1, -1), (lv.norm.weight @ w).expand(b, 1, -1)], 1
+        )  # against a_ext's columns: a, 1, -mean
+        inner = torch.baddbmm(y, lv.a_ext, rows)  # y + a @ m @ gw + bias @ gw - mean * (g @ w)
+        shift = lv.norm.bias @ w
+        y = torch.addcmul(shift + p.const if i == p.level else shift, lv.rstd, inner)
+    return y  # the last step's y is keys_level @ weight + const
 
 
 def _image_to_token(
@@ -144,12 +150,13 @@ def factored_transformer(
         queries = blk.update_tokens(queries, attn_out)
         q_img = prepared.q if j == 0 else i2t.split_heads(project(levels, proj[f"{j}.i2t_q"]))
         a, m = _image_to_token(i2t, q_img, queries + qpe, queries)
-        x = keys + a @ m + i2t.out_proj.bias
+        x = torch.baddbmm(keys + i2t.out_proj.bias, a, m)
         norm = blk.norm4
         keys, mean, rstd = torch.native_layer_norm(
             x, norm.normalized_shape, norm.weight, norm.bias, norm.eps
         )
-        levels.append(_Level(a, m, i2t.out_proj.bias, mean, rstd, norm))
+        a_ext = torch.cat([a, torch.ones_like(mean), -mean], dim=-1)
+        levels.append(_Level(a_ext, m, i2t.out_proj.bias, rstd, norm))
     final = transformer.final_attn_token_to_image
     k = final.split_heads(project(levels, proj["final_k"]))
     v = final.split_heads(project(levels, proj["final_v"]))
