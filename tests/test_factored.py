@@ -6,21 +6,31 @@ import pytest
 import torch
 from torch import nn
 
+from samkit.build import _build_sam
 from samkit.modeling.mask_decoder import MaskDecoder
 from samkit.modeling.prompt_encoder import PromptEncoder
-from samkit.modeling.transformer import TwoWayTransformer
 
 
 def _decoder(depth: int, seed: int) -> tuple[MaskDecoder, PromptEncoder]:
     """A small decoder whose every LayerNorm gain and bias and every bias is random: with the
     default ones and zeros the factored algebra's gain/bias terms would go untested."""
     torch.manual_seed(seed)
-    dim = 32
-    transformer = TwoWayTransformer(depth=depth, embedding_dim=dim, num_heads=4, mlp_dim=64)
-    decoder = MaskDecoder(transformer_dim=dim, transformer=transformer, iou_head_hidden_dim=32)
-    prompts = PromptEncoder(
-        embed_dim=dim, image_embedding_size=(8, 8), input_image_size=(32, 32), mask_in_chans=4
+    sam = _build_sam(
+        encoder_embed_dim=16,
+        encoder_depth=1,
+        encoder_num_heads=1,
+        encoder_global_attn_indexes=(0,),
+        image_size=32,
+        patch_size=4,  # an 8x8 embedding grid
+        window_size=8,
+        prompt_embed_dim=32,
+        decoder_depth=depth,
+        decoder_num_heads=4,
+        decoder_mlp_dim=64,
+        mask_in_chans=4,
+        iou_head_hidden_dim=32,
     )
+    decoder, prompts = sam.mask_decoder, sam.prompt_encoder
     with torch.no_grad():
         for module in decoder.modules():
             if isinstance(module, nn.LayerNorm):

@@ -139,12 +139,11 @@ class MaskDecoder(nn.Module):
                 f"got {image_embeddings.shape[0]}"
             )
         _, _, h, w = image_pe.shape
-        conv1 = self._upscaling_layers()[0]
         if prepared is None:
             # Broadcasting replaces a per-prompt copy of the image embedding.
             src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
             hs, keys = self.transformer(src, image_pe, tokens)
-            weight, bias = _conv_as_matmul(conv1)
+            weight, bias = _conv_as_matmul(self._upscaling_layers()[0])
             first = keys @ weight + bias  # (B, HW, 4 * C/4): the first transposed conv
         else:
             hs, levels = factored_transformer(self.transformer, tokens, prepared)
