@@ -1,9 +1,10 @@
 """`SamAutomaticMaskGenerator`: "segment everything" with a grid of point prompts.
 
 Drop-in for the official generator: same arguments, defaults, output records and masks. Two
-changes make it cheaper without changing any result: masks are filtered by predicted IoU at
-low resolution, before upsampling, and the upsampled masks of a batch are processed in chunks
-bounded in bytes and turned into RLE right away, so memory stays flat on large images.
+changes make it cheaper without changing any result: the decoder makes a mask only for the
+outputs whose predicted IoU passes `pred_iou_thresh` (the IoU head reads the decoder's tokens,
+not the mask), and the upsampled masks of a batch are processed in chunks bounded in bytes and
+turned into RLE right away, so memory stays flat on large images.
 """
 
 from __future__ import annotations
@@ -241,34 +242,31 @@ class SamAutomaticMaskGenerator:
         orig_size: tuple[int, int],
     ) -> _Masks:
         predictor, model = self.predictor, self.predictor.model
-        features, input_size = predictor.get_image_embedding(), predictor.input_size
-        assert input_size is not None
+        input_size = predictor.input_size
         coords = predictor.transform.apply_coords(points, crop_size)
         in_points = torch.as_tensor(coords, device=predictor.device)[:, None, :]  # (B, 1, 2)
         in_labels = torch.ones(in_points.shape[:2], dtype=torch.int, device=predictor.device)
+        prepared, image_pe = predictor.prepared, predictor.image_pe
+        assert input_size is not None and prepared is not None and image_pe is not None
+        # Masks are made only for outputs that pass the predicted-IoU filter.
+        min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else -float("inf")
         with predictor.autocast():
-            sparse, dense = model.prompt_encoder(
-                points=(in_points, in_labels), boxes=None, masks=None
-            )
-            low_res, iou_preds = model.mask_decoder(
-                image_embeddings=features,
-                image_pe=predictor.image_pe,
+            sparse, _ = model.prompt_encoder(points=(in_points, in_labels), boxes=None, masks=None)
+            low_res, iou_preds, index = model.mask_decoder.predict_confident(
+                image_pe=image_pe,
                 sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
+                prepared=prepared,
                 multimask_output=True,
-                prepared=predictor.prepared,
+                min_iou=min_iou,
             )
-        low_res, iou_preds = low_res.flatten(0, 1).float(), iou_preds.flatten(0, 1).float()
-        point_rows = torch.as_tensor(points.repeat(low_res.shape[0] // len(points), axis=0))
-        keep = torch.arange(len(iou_preds))
-        if self.pred_iou_thresh > 0.0:
-            keep = torch.nonzero(iou_preds > self.pred_iou_thresh).flatten()
+        low_res, iou_preds = low_res.float(), iou_preds[index[:, 0], index[:, 1]].float()
+        point_rows = torch.as_tensor(points)[index[:, 0]]
         out = _Masks()
         h, w = crop_size
         size = model.img_size
         chunk = max(1, CHUNK_BYTES // (4 * (size * size + h * w)))
-        for start in range(0, len(keep), chunk):
-            idx = keep[start : start + chunk]
+        for start in range(0, len(low_res), chunk):
+            idx = torch.arange(start, min(start + chunk, len(low_res)))
             logits = model.postprocess_masks(low_res[idx, None], input_size, crop_size)
             local, rles, boxes, stability = self._filter_chunk(
                 logits[:, 0].float(), crop_box, orig_size

@@ -15,7 +15,7 @@ falls back to the plain path otherwise.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -76,6 +76,11 @@ def project(levels: list[_Level], p: Projection) -> torch.Tensor:
         shift = lv.norm.bias @ w
         y = torch.addcmul(shift + p.const if i == p.level else shift, lv.rstd, inner)
     return y  # the last step's y is keys_level @ weight + const
+
+
+def select(levels: list[_Level], index: torch.Tensor) -> list[_Level]:
+    """The factored image tokens of some prompts only (a 1-D index into the batch)."""
+    return [replace(lv, a_ext=lv.a_ext[index], m=lv.m[index], rstd=lv.rstd[index]) for lv in levels]
 
 
 def _image_to_token(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -15,8 +16,14 @@ from .factored import (
     make_projection,
     prepare_projections,
     project,
+    select,
 )
 from .transformer import ImageKeys, TwoWayTransformer
+
+# The factored path runs a large batch of prompts in chunks whose per-prompt image-sized
+# tensors (HW x C floats each) total about this many bytes, so that they stay in the CPU's
+# cache: on ViT-B, chunks of 4 prompts ran AMG's decoder ~30% faster than one batch of 64.
+CACHE_BYTES = 16 * 1024 * 1024
 
 
 class MaskDecoder(nn.Module):
@@ -91,13 +98,22 @@ class MaskDecoder(nn.Module):
           masks: (B, 3 or 1, 4H, 4W) low-res mask logits.
           iou_pred: (B, 3 or 1) predicted IoU of each mask.
         """
-        masks, iou_pred = self.predict_masks(
-            image_embeddings=image_embeddings,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse_prompt_embeddings,
-            dense_prompt_embeddings=dense_prompt_embeddings,
-            prepared=prepared,
+        chunks = (
+            (sparse_prompt_embeddings,)
+            if prepared is None  # (training, mask prompts) one batch, as the caller gave it
+            else self._prompt_chunks(sparse_prompt_embeddings, image_pe)
         )
+        outputs = [
+            self.predict_masks(
+                image_embeddings=image_embeddings,
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense_prompt_embeddings,
+                prepared=prepared,
+            )
+            for sparse in chunks
+        ]
+        masks, iou_pred = torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, mask_slice], iou_pred[:, mask_slice]
 
@@ -128,36 +144,108 @@ class MaskDecoder(nn.Module):
         prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All num_mask_tokens masks (B, T, 4H, 4W) and IoU predictions (B, T)."""
+        hs, first_of = self._decode(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, prepared
+        )
+        _, _, h, w = image_pe.shape
+        masks = self._upscale_and_project(first_of(None), self._hyper_in(hs), h, w)
+        return masks, self.iou_prediction_head(hs[:, 0, :])
+
+    def predict_confident(
+        self,
+        *,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        prepared: ImageKeys,
+        multimask_output: bool,
+        min_iou: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward`'s outputs for a prepared image, but masks only where the predicted IoU is
+        above `min_iou`: the IoU head reads the tokens alone, so the upscaling (most of the
+        decoder's work) runs only for prompts with at least one such output.
+
+        Returns masks (K, 4H, 4W) low-res logits, iou_pred (B, 3 or 1) for every output, and
+        index (K, 2): the (prompt, output) of each mask, in row-major order.
+        """
+        mask_slice = slice(1, None) if multimask_output else slice(0, 1)
+        masks, iou_pred, index, start = [], [], [], 0
+        for sparse in self._prompt_chunks(sparse_prompt_embeddings, image_pe):
+            chunk_masks, chunk_iou, chunk_index = self._confident(
+                image_pe, sparse, prepared, mask_slice, min_iou
+            )
+            chunk_index[:, 0] += start
+            masks.append(chunk_masks)
+            iou_pred.append(chunk_iou)
+            index.append(chunk_index)
+            start += len(sparse)
+        return torch.cat(masks), torch.cat(iou_pred), torch.cat(index)
+
+    def _prompt_chunks(
+        self, sparse: torch.Tensor, image_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Split a batch of prompts so that each chunk's image-sized tensors fit in a cache."""
+        hw = image_pe.shape[-2] * image_pe.shape[-1]
+        return sparse.split(max(1, CACHE_BYTES // (4 * hw * self.transformer_dim)))
+
+    def _confident(
+        self,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        prepared: ImageKeys,
+        mask_slice: slice,
+        min_iou: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`predict_confident` for one chunk of prompts."""
+        hs, first_of = self._decode(None, image_pe, sparse_prompt_embeddings, None, prepared)
+        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, mask_slice]
+        index = torch.nonzero(iou_pred > min_iou)
+        _, _, h, w = image_pe.shape
+        if len(index) == 0:
+            return hs.new_zeros(0, 4 * h, 4 * w), iou_pred, index
+        prompts, row = torch.unique(index[:, 0], return_inverse=True)
+        hyper_in = self._hyper_in(hs[prompts])[:, mask_slice]
+        masks = self._upscale_and_project(first_of(prompts), hyper_in, h, w)
+        return masks[row, index[:, 1]], iou_pred, index
+
+    def _decode(
+        self,
+        image_embeddings: torch.Tensor | None,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor | None,
+        prepared: ImageKeys | None,
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor | None], torch.Tensor]]:
+        """The transformer's output tokens (B, 1 + T + N, C), and a function giving the first
+        upscaling conv's output (B', HW, 4 * C/4) for some prompts (a 1-D index; None: all)."""
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat(
             [output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1
         )  # (B, 1 + T + N, C)
+        if prepared is not None:
+            hs, levels = factored_transformer(self.transformer, tokens, prepared)
+            upscale = prepared.projections["upscale"]
+            return hs, lambda idx: project(levels if idx is None else select(levels, idx), upscale)
+        assert image_embeddings is not None and dense_prompt_embeddings is not None
         if image_embeddings.shape[0] not in (1, b):
             raise ValueError(
                 f"image_embeddings must have batch 1 or {b} (one per prompt); "
                 f"got {image_embeddings.shape[0]}"
             )
-        _, _, h, w = image_pe.shape
-        if prepared is None:
-            # Broadcasting replaces a per-prompt copy of the image embedding.
-            src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
-            hs, keys = self.transformer(src, image_pe, tokens)
-            weight, bias = _conv_as_matmul(self._upscaling_layers()[0])
-            first = keys @ weight + bias  # (B, HW, 4 * C/4): the first transposed conv
-        else:
-            hs, levels = factored_transformer(self.transformer, tokens, prepared)
-            first = project(levels, prepared.projections["upscale"])
-        iou_token_out = hs[:, 0, :]
+        # Broadcasting replaces a per-prompt copy of the image embedding.
+        src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
+        hs, keys = self.transformer(src, image_pe, tokens)
+        weight, bias = _conv_as_matmul(self._upscaling_layers()[0])
+        # the first transposed conv as a matmul
+        return hs, lambda idx: (keys if idx is None else keys[idx]) @ weight + bias
+
+    def _hyper_in(self, hs: torch.Tensor) -> torch.Tensor:
+        """(B, T, C/8): each mask token through its hypernetwork MLP."""
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-        upscaled = self._upscale_rest(first, h, w)  # (B, 16HW, C/8), channels last
-        hyper_in = torch.stack(
+        return torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
-        )  # (B, T, C/8)
-        masks = (hyper_in @ upscaled.transpose(1, 2)).reshape(b, -1, 4 * h, 4 * w)
-        iou_pred = self.iou_prediction_head(iou_token_out)
-        return masks, iou_pred
+        )
 
     def _upscaling_layers(
         self,
@@ -168,16 +256,27 @@ class MaskDecoder(nn.Module):
             cast(nn.ConvTranspose2d, conv2), act2,
         )  # fmt: skip
 
-    def _upscale_rest(self, first: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """`output_upscaling` after its first conv's matmul (`first`: (B, HW, 4 * C/4)), with
-        channels last throughout (no transposing copies): (B, 16HW, C/8)."""
+    def _upscale_and_project(
+        self, first: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int
+    ) -> torch.Tensor:
+        """The rest of `output_upscaling` after its first conv's matmul (`first`: (B, HW,
+        4 * C/4)), then each mask token's dot product with the upscaled pixels: masks
+        (B, T, 4h, 4w) for hyper_in (B, T, C/8).
+
+        Every step is per pixel, so the upscaled features stay in the transposed convs' own
+        order, (pixel, dy1, dx1, dy2, dx2, channel), and only the T-channel masks are put into
+        image order at the end: no copies of the 16x larger features.
+        """
         _, norm, act1, conv2, act2 = self._upscaling_layers()
-        b = first.shape[0]
-        x = _pixel_shuffle(first, h, w)  # (B, 4HW, C/4)
-        x = act1(F.layer_norm(x, (norm.weight.numel(),), norm.weight, norm.bias, norm.eps))
+        b, c4 = first.shape[0], norm.weight.numel()
+        x = first.reshape(b, h * w * 4, c4)  # the first conv's 2x2 outputs of each pixel
+        x = act1(F.layer_norm(x, (c4,), norm.weight, norm.bias, norm.eps))
         weight, bias = _conv_as_matmul(conv2)
-        x = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight).reshape(b, 4 * h * w, -1)
-        return act2(_pixel_shuffle(x, 2 * h, 2 * w))
+        x = act2(torch.addmm(bias, x.reshape(-1, c4), weight))  # (B * 4HW, 4 * C/8)
+        x = x.reshape(b, 16 * h * w, -1)  # (B, 16HW, C/8) in (i, j, dy1, dx1, dy2, dx2) order
+        t = hyper_in.shape[1]
+        masks = (hyper_in @ x.transpose(1, 2)).reshape(b, t, h, w, 2, 2, 2, 2)
+        return masks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, t, 4 * h, 4 * w)
 
 
 def _conv_as_matmul(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,10 +285,3 @@ def _conv_as_matmul(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tenso
     c_in, c_out = conv.weight.shape[:2]
     assert conv.bias is not None
     return conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out), conv.bias.repeat(4)
-
-
-def _pixel_shuffle(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, h*w, 4 * C) in (dy, dx, C) order -> (B, 2h * 2w, C), row-major pixels."""
-    b, _, c4 = x.shape
-    c = c4 // 4
-    return x.reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 4 * h * w, c)
