@@ -82,9 +82,10 @@ zoo-goldens: peer-venv
 	$(PEER_VENV)/bin/python tools/make_zoo_goldens.py --out tests/goldens
 
 # Benchmarks: the peer venv with samkit (editable) and onnxruntime added, so that samkit and the
-# official package run under the same torch in one process. `make bench` reproduces
-# docs/benchmarks.md's speed tables (vit_b at 1024 px: tens of minutes on 2 cores).
-BENCH_ARGS ?= --model vit_b --image astronaut --size 1024 --repeats 3
+# official package run under the same torch in one process. `make bench` runs the commands of
+# docs/benchmarks.md's latest speed tables (vit_b: about 25 minutes on 2 idle cores).
+BENCH = OMP_NUM_THREADS=2 $(PEER_VENV)/bin/python benchmarks/bench_speed.py
+SMALL_AMG = --model tests/goldens/amg.safetensors --parts amg --repeats 2
 .PHONY: bench-env bench
 bench-env: $(PEER_VENV)/.bench-installed
 $(PEER_VENV)/.bench-installed: $(PEER_VENV)/.installed pyproject.toml
@@ -92,6 +93,10 @@ $(PEER_VENV)/.bench-installed: $(PEER_VENV)/.installed pyproject.toml
 	touch $@
 
 bench: bench-env
-	$(PEER_VENV)/bin/python benchmarks/bench_speed.py $(BENCH_ARGS)
-	$(PEER_VENV)/bin/python benchmarks/bench_speed.py $(BENCH_ARGS) --parts set_image,predict \
-		--precision bf16
+	$(BENCH) --model vit_b --image astronaut --size 512 --parts amg --repeats 1
+	$(BENCH) --model vit_b --size 1024 --parts set_image,predict --repeats 3
+	$(BENCH) $(SMALL_AMG) --image astronaut --size 512
+	$(BENCH) $(SMALL_AMG) --image coffee --size 640 --amg-options \
+		'{"pred_iou_thresh": 0.25, "stability_score_thresh": 0.6, "stability_score_offset": 0.25}'
+	$(BENCH) --model samkit_tiny --image chelsea --size 512 --parts set_image,predict \
+		--repeats 3 --precision bf16
