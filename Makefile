@@ -34,7 +34,9 @@ train-default: $(STAMP)
 		$(if $(wildcard runs/default/checkpoints),--resume)
 	$(BIN)/python -m samkit.train --config configs/default_model_stage2.json \
 		--out runs/default_stage2 $(if $(wildcard runs/default_stage2/checkpoints),--resume)
-	$(BIN)/python tools/bundle_default.py runs/default_stage2
+	$(BIN)/python -m samkit.train --config configs/default_model_stage3.json \
+		--out runs/default_stage3 $(if $(wildcard runs/default_stage3/checkpoints),--resume)
+	$(BIN)/python tools/bundle_default.py runs/default_stage3
 	$(BIN)/samkit eval --model samkit_default --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 test: $(STAMP) browser

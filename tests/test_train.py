@@ -144,11 +144,17 @@ def test_committed_config_matches_its_model() -> None:
     assert model.img_size == config.scene_size
     assert 2e6 < sum(p.numel() for p in model.parameters()) < 6e6
     assert set(config.notes) <= set(config.to_dict())
-    stage2 = TrainConfig.load(CONFIG.with_name("default_model_stage2.json"))
-    assert stage2.model == config.model and stage2.scene_size == config.scene_size
-    assert stage2.init_from == "runs/default/model.safetensors"  # where stage 1 writes
-    assert stage2.train_scene_seed not in (config.train_scene_seed, config.val_scene_seed, 3)
-    assert set(stage2.notes) <= set(stage2.to_dict()) | {"why a second stage"}
+    seeds = {config.train_scene_seed, config.val_scene_seed, 3}  # 3: the final eval's
+    previous = "runs/default"  # where stage 1 writes
+    for stage in (2, 3):
+        later = TrainConfig.load(CONFIG.with_name(f"default_model_stage{stage}.json"))
+        assert later.model == config.model and later.scene_size == config.scene_size
+        assert later.init_from == f"{previous}/model.safetensors"
+        assert later.train_scene_seed not in seeds  # fresh scenes each stage
+        assert later.val_scene_seed == config.val_scene_seed
+        assert set(later.notes) <= set(later.to_dict()) | {f"why stage {stage}"}
+        seeds.add(later.train_scene_seed)
+        previous = f"runs/default_stage{stage}"
 
 
 def test_config_rejects_unknown_fields(tmp_path: Path) -> None:
