@@ -266,13 +266,14 @@ class SamAutomaticMaskGenerator:
         size = model.img_size
         chunk = max(1, CHUNK_BYTES // (4 * (size * size + h * w)))
         for start in range(0, len(low_res), chunk):
-            idx = torch.arange(start, min(start + chunk, len(low_res)))
-            logits = model.postprocess_masks(low_res[idx, None], input_size, crop_size)
+            logits = model.postprocess_masks(
+                low_res[start : start + chunk, None], input_size, crop_size
+            )
             local, rles, boxes, stability = self._filter_chunk(
                 logits[:, 0].float(), crop_box, orig_size
             )
             crop_boxes = torch.tensor([crop_box] * len(rles), dtype=torch.long).reshape(-1, 4)
-            rows = idx[local]
+            rows = local + start
             out.extend(
                 _Masks(rles, boxes, iou_preds[rows], point_rows[rows], stability, crop_boxes)
             )

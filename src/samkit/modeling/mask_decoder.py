@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -144,11 +143,24 @@ class MaskDecoder(nn.Module):
         prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All num_mask_tokens masks (B, T, 4H, 4W) and IoU predictions (B, T)."""
-        hs, first_of = self._decode(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, prepared
-        )
+        tokens = self._tokens(sparse_prompt_embeddings)
+        if prepared is not None:
+            hs, levels = factored_transformer(self.transformer, tokens, prepared)
+            first = project(levels, prepared.projections["upscale"])
+        else:
+            b = tokens.shape[0]
+            if image_embeddings.shape[0] not in (1, b):
+                raise ValueError(
+                    f"image_embeddings must have batch 1 or {b} (one per prompt); "
+                    f"got {image_embeddings.shape[0]}"
+                )
+            # Broadcasting replaces a per-prompt copy of the image embedding.
+            src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
+            hs, keys = self.transformer(src, image_pe, tokens)
+            weight, bias = _conv_as_matmul(self._upscaling_layers()[0])
+            first = keys @ weight + bias  # (B, HW, 4 * C/4): the first transposed conv
         _, _, h, w = image_pe.shape
-        masks = self._upscale_and_project(first_of(None), self._hyper_in(hs), h, w)
+        masks = self._upscale_and_project(first, self._hyper_in(hs), h, w)
         return masks, self.iou_prediction_head(hs[:, 0, :])
 
     def predict_confident(
@@ -196,7 +208,8 @@ class MaskDecoder(nn.Module):
         min_iou: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`predict_confident` for one chunk of prompts."""
-        hs, first_of = self._decode(None, image_pe, sparse_prompt_embeddings, None, prepared)
+        tokens = self._tokens(sparse_prompt_embeddings)
+        hs, levels = factored_transformer(self.transformer, tokens, prepared)
         iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, mask_slice]
         index = torch.nonzero(iou_pred > min_iou)
         _, _, h, w = image_pe.shape
@@ -204,40 +217,17 @@ class MaskDecoder(nn.Module):
             return hs.new_zeros(0, 4 * h, 4 * w), iou_pred, index
         prompts, row = torch.unique(index[:, 0], return_inverse=True)
         hyper_in = self._hyper_in(hs[prompts])[:, mask_slice]
-        masks = self._upscale_and_project(first_of(prompts), hyper_in, h, w)
+        first = project(select(levels, prompts), prepared.projections["upscale"])
+        masks = self._upscale_and_project(first, hyper_in, h, w)
         return masks[row, index[:, 1]], iou_pred, index
 
-    def _decode(
-        self,
-        image_embeddings: torch.Tensor | None,
-        image_pe: torch.Tensor,
-        sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor | None,
-        prepared: ImageKeys | None,
-    ) -> tuple[torch.Tensor, Callable[[torch.Tensor | None], torch.Tensor]]:
-        """The transformer's output tokens (B, 1 + T + N, C), and a function giving the first
-        upscaling conv's output (B', HW, 4 * C/4) for some prompts (a 1-D index; None: all)."""
+    def _tokens(self, sparse_prompt_embeddings: torch.Tensor) -> torch.Tensor:
+        """The transformer's input tokens (B, 1 + T + N, C): IoU token, mask tokens, prompts."""
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat(
+        return torch.cat(
             [output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1
-        )  # (B, 1 + T + N, C)
-        if prepared is not None:
-            hs, levels = factored_transformer(self.transformer, tokens, prepared)
-            upscale = prepared.projections["upscale"]
-            return hs, lambda idx: project(levels if idx is None else select(levels, idx), upscale)
-        assert image_embeddings is not None and dense_prompt_embeddings is not None
-        if image_embeddings.shape[0] not in (1, b):
-            raise ValueError(
-                f"image_embeddings must have batch 1 or {b} (one per prompt); "
-                f"got {image_embeddings.shape[0]}"
-            )
-        # Broadcasting replaces a per-prompt copy of the image embedding.
-        src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
-        hs, keys = self.transformer(src, image_pe, tokens)
-        weight, bias = _conv_as_matmul(self._upscaling_layers()[0])
-        # the first transposed conv as a matmul
-        return hs, lambda idx: (keys if idx is None else keys[idx]) @ weight + bias
+        )
 
     def _hyper_in(self, hs: torch.Tensor) -> torch.Tensor:
         """(B, T, C/8): each mask token through its hypernetwork MLP."""
