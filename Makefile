@@ -97,6 +97,7 @@ $(PEER_VENV)/.bench-installed: $(PEER_VENV)/.installed pyproject.toml
 bench: bench-env
 	$(BENCH) --model vit_b --image astronaut --size 512 --parts amg --repeats 1
 	$(BENCH) --model vit_b --size 1024 --parts set_image,predict --repeats 3
+	$(BENCH) --model samkit_default --image astronaut --size 512 --repeats 3
 	$(BENCH) $(SMALL_AMG) --image astronaut --size 512
 	$(BENCH) $(SMALL_AMG) --image coffee --size 640 --amg-options \
 		'{"pred_iou_thresh": 0.25, "stability_score_thresh": 0.6, "stability_score_offset": 0.25}'
