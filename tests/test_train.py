@@ -157,6 +157,45 @@ def test_committed_config_matches_its_model() -> None:
         previous = f"runs/default_stage{stage}"
 
 
+def test_committed_wide_config_starts_on_the_default_models_trunk() -> None:
+    wide = TrainConfig.load(CONFIG.with_name("wide_model.json"))
+    stage3 = TrainConfig.load(CONFIG.with_name("default_model_stage3.json"))
+    model = sam_model_registry[wide.model]()
+    assert model.img_size == wide.scene_size == stage3.scene_size
+    assert wide.init_from == "runs/default_stage3/model.safetensors"
+    assert wide.val_scene_seed == stage3.val_scene_seed
+    stage_seeds = [TrainConfig.load(CONFIG.with_name(f"default_model{s}.json")).train_scene_seed
+                   for s in ("", "_stage2", "_stage3")]  # fmt: skip
+    assert wide.train_scene_seed not in {*stage_seeds, wide.val_scene_seed, 3}
+    assert set(wide.notes) <= set(wide.to_dict()) | {"why"}
+    with torch.device("meta"):  # the trunk's tensors fit; the run itself checks every shape
+        trunk = sam_model_registry[stage3.model]().state_dict()
+    started = new_model(wide, {k: torch.zeros_like(v, device="cpu") for k, v in trunk.items()})
+    taken = [k for k in started.state_dict() if k.startswith(wide.init_only)]
+    assert len(taken) > 50 and all(not started.state_dict()[k].any() for k in taken)
+
+
+def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh() -> None:
+    from samkit.build import seeded_init_
+
+    source = seeded_init_(sam_model_registry["samkit_default"](), 5).state_dict()
+    prefixes = ("image_encoder.blocks.", "image_encoder.pos_embed")
+    config = dataclasses.replace(
+        TrainConfig.load(CONFIG), model="samkit_wide", init_from="x.safetensors"
+    )
+    fresh = new_model(config).state_dict()
+    started = new_model(dataclasses.replace(config, init_only=prefixes), source).state_dict()
+    for k, v in started.items():
+        assert torch.equal(v, source[k] if k.startswith(prefixes) else fresh[k]), k
+    assert not torch.equal(source["image_encoder.pos_embed"], fresh["image_encoder.pos_embed"])
+    with pytest.raises(CheckpointError, match=r"image_encoder\.neck\.0\.weight"):  # 96 vs 256 wide
+        new_model(dataclasses.replace(config, init_only=("image_encoder.",)), source)
+    with pytest.raises(CheckpointError, match="name no tensor"):
+        new_model(dataclasses.replace(config, init_only=("encoder.",)), source)
+    with pytest.raises(ValueError, match="init_from"):
+        dataclasses.replace(config, init_from="", init_only=prefixes)
+
+
 def test_config_rejects_unknown_fields(tmp_path: Path) -> None:
     values = json.loads(CONFIG.read_text())
     values["learning_rate"] = 1.0

@@ -107,6 +107,23 @@ def build_samkit_default(checkpoint: str | Path | None = None) -> Sam:
     )
 
 
+def build_samkit_wide(checkpoint: str | Path | None = None) -> Sam:
+    """samkit_default's encoder trunk (128 px, 4 px patches, 128 wide, 6 deep) with SAM's
+    full-size prompt encoder and mask decoder (256 wide, 8 heads, 2048-wide MLPs, 32 output
+    upscaling channels), ~5M parameters. The successor in training of the bundled default,
+    whose 96-wide decoder leaves only 12 channels per pixel to draw a mask with
+    (`configs/wide_model.json`)."""
+    return _build_sam(
+        encoder_embed_dim=128,
+        encoder_depth=6,
+        encoder_num_heads=4,
+        encoder_global_attn_indexes=(2, 5),
+        image_size=128,
+        patch_size=4,
+        window_size=16,
+    )
+
+
 def _build_sam(
     *,
     encoder_embed_dim: int,
@@ -206,6 +223,7 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_t": build_sam_vit_t,
     "samkit_tiny": build_samkit_tiny,
     "samkit_default": build_samkit_default,
+    "samkit_wide": build_samkit_wide,
 }
 
 

@@ -46,6 +46,9 @@ class TrainConfig:
     keep_checkpoints: int
     val_minutes: float
     init_from: str = ""  # weights file to start from (a later stage of a run); "" = fresh weights
+    # with init_from: take only the tensors whose names start with one of these prefixes (the
+    # rest keep their fresh values), e.g. to start a wider model on a trained encoder trunk
+    init_only: tuple[str, ...] = ()
     notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,6 +60,8 @@ class TrainConfig:
             raise ValueError("images_per_step, masks_per_step and total_steps must be positive")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing; got {self.lr_milestones}")
+        if self.init_only and not self.init_from:
+            raise ValueError("init_only names tensors of init_from, which is not set")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -73,6 +78,7 @@ class TrainConfig:
         values = dict(values)
         values["betas"] = tuple(values["betas"])
         values["lr_milestones"] = tuple(values["lr_milestones"])
+        values["init_only"] = tuple(values.get("init_only", ()))
         return cls(**values)
 
     @classmethod

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .._atomic import atomic_path
 from ..build import sam_model_registry
-from ..checkpoints import load_weights, read_state_dict
+from ..checkpoints import CheckpointError, load_weights, read_state_dict
 from ..data import SyntheticScenes
 from ..eval.clicks import click_ious
 from ..loading import VARIANT_KEY
@@ -68,11 +68,25 @@ def new_model(config: TrainConfig, init_weights: dict[str, torch.Tensor] | None 
     `config.seed`."""
     torch.manual_seed(config.seed)
     model = sam_model_registry[config.model]()
+    if init_weights is not None and config.init_only:
+        init_weights = _with_fresh_rest(model, init_weights, config.init_only)
     if init_weights is not None:
         load_weights(model, init_weights, variant=config.model)
     if config.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)
     return model.train()
+
+
+def _with_fresh_rest(
+    model: Sam, weights: dict[str, torch.Tensor], prefixes: tuple[str, ...]
+) -> dict[str, torch.Tensor]:
+    """`model`'s own state dict with the tensors named by `prefixes` taken from `weights`.
+    Every prefix must name at least one tensor of `weights`; shapes are checked on loading."""
+    unused = [p for p in prefixes if not any(k.startswith(p) for k in weights)]
+    if unused:
+        raise CheckpointError(f"init_only prefixes {unused} name no tensor of the init weights")
+    taken = {k: v for k, v in weights.items() if k.startswith(prefixes)}
+    return {**model.state_dict(), **taken}
 
 
 @torch.no_grad()
