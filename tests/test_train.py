@@ -175,7 +175,9 @@ def test_committed_wide_config_starts_on_the_default_models_trunk() -> None:
     assert len(taken) > 50 and all(not started.state_dict()[k].any() for k in taken)
 
 
-def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh() -> None:
+def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
     from samkit.build import seeded_init_
 
     source = seeded_init_(sam_model_registry["samkit_default"](), 5).state_dict()
@@ -194,6 +196,9 @@ def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh() -> None:
         new_model(dataclasses.replace(config, init_only=("encoder.",)), source)
     with pytest.raises(ValueError, match="init_from"):
         dataclasses.replace(config, init_from="", init_only=prefixes)
+    save_file(started, str(tmp_path / "wide.safetensors"))  # the builder loads its checkpoint
+    rebuilt = sam_model_registry["samkit_wide"](checkpoint=tmp_path / "wide.safetensors")
+    assert all(torch.equal(v, started[k]) for k, v in rebuilt.state_dict().items())
 
 
 def test_config_rejects_unknown_fields(tmp_path: Path) -> None:

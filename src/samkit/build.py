@@ -121,6 +121,7 @@ def build_samkit_wide(checkpoint: str | Path | None = None) -> Sam:
         image_size=128,
         patch_size=4,
         window_size=16,
+        checkpoint=checkpoint,
     )
 
 
