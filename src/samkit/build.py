@@ -90,20 +90,12 @@ def build_samkit_default(checkpoint: str | Path | None = None) -> Sam:
     most of our scenes' objects are that small. 16x16 windows (64 px) hold most objects whole;
     2 global blocks see the rest. The 96-wide decoder runs for every prompt of every training
     round, so it is kept narrow."""
-    return _build_sam(
-        encoder_embed_dim=128,
-        encoder_depth=6,
-        encoder_num_heads=4,
-        encoder_global_attn_indexes=(2, 5),
-        image_size=128,
-        patch_size=4,
-        window_size=16,
+    return _samkit_trunk_sam(
+        checkpoint,
         prompt_embed_dim=96,
         decoder_num_heads=4,
         decoder_mlp_dim=768,
-        mask_in_chans=16,
         iou_head_hidden_dim=128,
-        checkpoint=checkpoint,
     )
 
 
@@ -113,6 +105,13 @@ def build_samkit_wide(checkpoint: str | Path | None = None) -> Sam:
     upscaling channels), ~5M parameters. The successor in training of the bundled default,
     whose 96-wide decoder leaves only 12 channels per pixel to draw a mask with
     (`configs/wide_model.json`)."""
+    return _samkit_trunk_sam(checkpoint)
+
+
+def _samkit_trunk_sam(checkpoint: str | Path | None, **decoder: int) -> Sam:
+    """samkit's 128 px encoder trunk (4 px patches, 128 wide, 6 deep, 16x16 windows, 2
+    global blocks) with a prompt encoder and mask decoder sized by `decoder` (SAM's when
+    empty)."""
     return _build_sam(
         encoder_embed_dim=128,
         encoder_depth=6,
@@ -122,6 +121,7 @@ def build_samkit_wide(checkpoint: str | Path | None = None) -> Sam:
         patch_size=4,
         window_size=16,
         checkpoint=checkpoint,
+        **decoder,
     )
 
 
