@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/samkit amg examples/shapes.png --model samkit_default --out out/amg --overlays \
 		--no-progress
 
-# Retrain the bundled samkit_default from scratch (hours on a 2-core CPU; both stages resume
+# Retrain the bundled samkit_default from scratch (hours on a 2-core CPU; every stage resumes
 # where a killed run stopped), then ship it into the package and measure it on held-out scenes.
 train-default: $(STAMP)
 	$(BIN)/python -m samkit.train --config configs/default_model.json --out runs/default \
@@ -36,7 +36,9 @@ train-default: $(STAMP)
 		--out runs/default_stage2 $(if $(wildcard runs/default_stage2/checkpoints),--resume)
 	$(BIN)/python -m samkit.train --config configs/default_model_stage3.json \
 		--out runs/default_stage3 $(if $(wildcard runs/default_stage3/checkpoints),--resume)
-	$(BIN)/python tools/bundle_default.py runs/default_stage3
+	$(BIN)/python -m samkit.train --config configs/default_model_stage4.json \
+		--out runs/default_stage4 $(if $(wildcard runs/default_stage4/checkpoints),--resume)
+	$(BIN)/python tools/bundle_default.py runs/default_stage4
 	$(BIN)/samkit eval --model samkit_default --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 test: $(STAMP) browser

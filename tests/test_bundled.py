@@ -44,5 +44,5 @@ def test_missing_bundled_weights_say_how_to_get_them(monkeypatch: pytest.MonkeyP
     import samkit.loading as loading
 
     monkeypatch.setitem(loading.BUNDLED, "samkit_default", "absent.safetensors")
-    with pytest.raises(FileNotFoundError, match=r"python -m samkit\.train"):
+    with pytest.raises(FileNotFoundError, match="make train-default"):
         load("samkit_default")

@@ -157,11 +157,13 @@ def test_committed_config_matches_its_model() -> None:
         previous = f"runs/default_stage{stage}"
 
 
-def test_committed_wide_config_starts_on_the_default_models_trunk() -> None:
-    wide = TrainConfig.load(CONFIG.with_name("wide_model.json"))
+def test_committed_last_stage_puts_the_full_decoder_on_the_narrow_stages_trunk() -> None:
+    wide = TrainConfig.load(CONFIG.with_name("default_model_stage4.json"))
     stage3 = TrainConfig.load(CONFIG.with_name("default_model_stage3.json"))
+    assert (wide.model, stage3.model) == ("samkit_default", "samkit_narrow")
     model = sam_model_registry[wide.model]()
     assert model.img_size == wide.scene_size == stage3.scene_size
+    assert 5e6 < sum(p.numel() for p in model.parameters()) < 6.25e6  # bundle <= 25 MB
     assert wide.init_from == "runs/default_stage3/model.safetensors"
     assert wide.val_scene_seed == stage3.val_scene_seed
     stage_seeds = [TrainConfig.load(CONFIG.with_name(f"default_model{s}.json")).train_scene_seed
@@ -180,10 +182,10 @@ def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh(tmp_path: Pa
 
     from samkit.build import seeded_init_
 
-    source = seeded_init_(sam_model_registry["samkit_default"](), 5).state_dict()
+    source = seeded_init_(sam_model_registry["samkit_narrow"](), 5).state_dict()
     prefixes = ("image_encoder.blocks.", "image_encoder.pos_embed")
     config = dataclasses.replace(
-        TrainConfig.load(CONFIG), model="samkit_wide", init_from="x.safetensors"
+        TrainConfig.load(CONFIG), model="samkit_default", init_from="x.safetensors"
     )
     fresh = new_model(config).state_dict()
     started = new_model(dataclasses.replace(config, init_only=prefixes), source).state_dict()
@@ -197,7 +199,7 @@ def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh(tmp_path: Pa
     with pytest.raises(ValueError, match="init_from"):
         dataclasses.replace(config, init_from="", init_only=prefixes)
     save_file(started, str(tmp_path / "wide.safetensors"))  # the builder loads its checkpoint
-    rebuilt = sam_model_registry["samkit_wide"](checkpoint=tmp_path / "wide.safetensors")
+    rebuilt = sam_model_registry["samkit_default"](checkpoint=tmp_path / "wide.safetensors")
     assert all(torch.equal(v, started[k]) for k, v in rebuilt.state_dict().items())
 
 

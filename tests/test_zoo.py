@@ -120,7 +120,9 @@ def test_hf_writer_produces_transformers_keys_and_shapes() -> None:
     assert {k: list(v.shape) for k, v in to_hf(weights).items()} == REFERENCE_SHAPES["hf_vit_b"]
 
 
-@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h", "samkit_tiny", "samkit_default"])
+@pytest.mark.parametrize(
+    "name", ["vit_b", "vit_l", "vit_h", "samkit_tiny", "samkit_default", "samkit_narrow"]
+)
 def test_hf_round_trip_and_detection(name: str) -> None:
     with torch.device("meta"):
         weights = sam_model_registry[name]().state_dict()
@@ -130,6 +132,21 @@ def test_hf_round_trip_and_detection(name: str) -> None:
     assert layout == "hf"
     assert list(back) == list(weights)  # same names, same order
     assert detect_variant(back) == name
+
+
+def test_a_file_whose_metadata_names_a_variant_of_other_shapes_is_found_by_its_shapes(
+    tmp_path: Path,
+) -> None:
+    # samkit_default was 2M parameters until its full-decoder successor shipped: files written
+    # then say "samkit_default" and hold what is now samkit_narrow.
+    weights = seeded_init_(sam_model_registry["samkit_narrow"](), 1).state_dict()
+    path = tmp_path / "old_default.safetensors"
+    samkit.checkpoints.write_safetensors(
+        weights, path, metadata={"samkit_variant": "samkit_default"}
+    )
+    assert detect_variant(weights, path) == "samkit_narrow"
+    loaded = samkit.load(path).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in weights.items())
 
 
 def test_hf_file_with_either_copy_of_the_tied_matrix_loads(tmp_path: Path) -> None:

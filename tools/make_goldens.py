@@ -36,6 +36,8 @@ from golden_cases import CASES, IMAGE_SIZES, make_image, run_case, run_forward
 
 from samkit.build import seeded_init_
 
+# The encoder trunk samkit_default and samkit_narrow share.
+SAMKIT_TRUNK = dict(embed=128, depth=6, heads=4, global_idx=(2, 5), size=128, patch=4, window=16)
 # Hyperparameters of samkit's variants, spelled out for the official classes.
 VARIANTS = {
     "samkit_tiny": dict(
@@ -51,13 +53,14 @@ VARIANTS = {
         iou_hidden=64,
     ),
     "samkit_default": dict(
-        embed=128,
-        depth=6,
-        heads=4,
-        global_idx=(2, 5),
-        size=128,
-        patch=4,
-        window=16,
+        **SAMKIT_TRUNK,
+        prompt=256,
+        dec_heads=8,
+        dec_mlp=2048,
+        iou_hidden=256,
+    ),
+    "samkit_narrow": dict(
+        **SAMKIT_TRUNK,
         prompt=96,
         dec_heads=4,
         dec_mlp=768,

@@ -82,14 +82,24 @@ def build_samkit_tiny(checkpoint: str | Path | None = None) -> Sam:
 
 
 def build_samkit_default(checkpoint: str | Path | None = None) -> Sam:
-    """samkit's bundled default model (~2M parameters), trained on synthetic scenes by
-    `configs/default_model.json`. Sized for training on a 2-core CPU: a 128 px input with
-    4 px patches gives a 32x32 embedding grid, so the low-res masks (4x the grid) are the
-    input's full resolution. 8 px patches (16x16 grid, 64x64 masks) trained far slower: a
-    token must then describe the exact outline of objects only one or two tokens wide, and
-    most of our scenes' objects are that small. 16x16 windows (64 px) hold most objects whole;
-    2 global blocks see the rest. The 96-wide decoder runs for every prompt of every training
-    round, so it is kept narrow."""
+    """samkit's bundled default model (~6M parameters), trained on synthetic scenes by
+    `make train-default` (`configs/default_model*.json`). Its encoder trunk is sized for
+    training on a 2-core CPU: a 128 px input with 4 px patches gives a 32x32 embedding grid, so
+    the low-res masks (4x the grid) are the input's full resolution. 8 px patches (16x16 grid,
+    64x64 masks) trained far slower: a token must then describe the exact outline of objects
+    only one or two tokens wide, and most of our scenes' objects are that small. 16x16 windows
+    (64 px) hold most objects whole; 2 global blocks see the rest. The prompt encoder and mask
+    decoder are SAM's full size (256 wide, 8 heads, 32 output upscaling channels): the trunk
+    was first trained under the narrow decoder of `samkit_narrow`, whose 12 channels per pixel
+    capped its masks' accuracy."""
+    return _samkit_trunk_sam(checkpoint)
+
+
+def build_samkit_narrow(checkpoint: str | Path | None = None) -> Sam:
+    """samkit_default's encoder trunk with a narrow prompt encoder and mask decoder (96 wide,
+    4 heads), ~2M parameters and ~3x cheaper a training step: stages 1-3 of
+    `make train-default` train the trunk with it (it was the bundled model until the full
+    decoder overtook it)."""
     return _samkit_trunk_sam(
         checkpoint,
         prompt_embed_dim=96,
@@ -97,15 +107,6 @@ def build_samkit_default(checkpoint: str | Path | None = None) -> Sam:
         decoder_mlp_dim=768,
         iou_head_hidden_dim=128,
     )
-
-
-def build_samkit_wide(checkpoint: str | Path | None = None) -> Sam:
-    """samkit_default's encoder trunk (128 px, 4 px patches, 128 wide, 6 deep) with SAM's
-    full-size prompt encoder and mask decoder (256 wide, 8 heads, 2048-wide MLPs, 32 output
-    upscaling channels), ~5M parameters. The successor in training of the bundled default,
-    whose 96-wide decoder leaves only 12 channels per pixel to draw a mask with
-    (`configs/wide_model.json`)."""
-    return _samkit_trunk_sam(checkpoint)
 
 
 def _samkit_trunk_sam(checkpoint: str | Path | None, **decoder: int) -> Sam:
@@ -224,7 +225,7 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_t": build_sam_vit_t,
     "samkit_tiny": build_samkit_tiny,
     "samkit_default": build_samkit_default,
-    "samkit_wide": build_samkit_wide,
+    "samkit_narrow": build_samkit_narrow,
 }
 
 

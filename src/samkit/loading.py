@@ -66,8 +66,7 @@ def bundled_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"the bundled {name} weights ({path}) are missing from this install; "
-            "reinstall samkit, or train them with `python -m samkit.train --config "
-            "configs/default_model.json --out runs/default`"
+            "reinstall samkit, or train them in a samkit checkout with `make train-default`"
         )
     return path
 
@@ -81,14 +80,16 @@ def _variant_shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def detect_variant(state_dict: dict[str, torch.Tensor], path: Path | None = None) -> str:
-    """Name of the registry variant whose parameter names and shapes equal `state_dict`'s."""
+    """Name of the registry variant whose parameter names and shapes equal `state_dict`'s: the
+    one the file's metadata names when it fits (a file from before a variant was renamed, such
+    as a 2M-parameter `samkit_default`, now `samkit_narrow`, is found by its shapes)."""
     from .checkpoints import read_metadata
 
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     if path is not None:
         named = read_metadata(path).get(VARIANT_KEY)
-        if named in sam_model_registry:
+        if named in sam_model_registry and _variant_shapes(named) == shapes:
             return named
-    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     for name in sam_model_registry:
         if name != "default" and _variant_shapes(name) == shapes:
             return name
