@@ -23,11 +23,18 @@ from samkit.train import (
     mask_iou,
     mask_loss,
     noisy_boxes,
+    protocol_points,
     sample_error_points,
     sample_points_in,
     train,
 )
-from samkit.train.step import resize_matrix, simulate_rounds, step_generator, train_step
+from samkit.train.step import (
+    _with_protocol_clicks,
+    resize_matrix,
+    simulate_rounds,
+    step_generator,
+    train_step,
+)
 from samkit.train.trainer import build_optimizer, new_model
 
 CONFIG = Path(__file__).parents[1] / "configs" / "default_model.json"
@@ -64,6 +71,15 @@ def test_dice_loss_by_hand() -> None:
     assert mask_loss(LOGITS, TARGETS).item() == pytest.approx(
         20 * focal_loss(LOGITS, TARGETS).item() + expected, rel=1e-5
     )
+
+
+def test_focal_loss_class_weight_by_hand() -> None:
+    p = sig(2.0)
+    balanced = (0.5 * 0.25 * math.log(2) + 0.5 * p**2 * -math.log(1 - p)) / 2
+    assert focal_loss(LOGITS, TARGETS, alpha=0.5).item() == pytest.approx(balanced, rel=1e-5)
+    assert focal_loss(LOGITS, TARGETS, alpha=-1).item() == pytest.approx(2 * balanced, rel=1e-5)
+    dice = dice_loss(LOGITS, TARGETS).item()
+    assert mask_loss(LOGITS, TARGETS, alpha=0.5).item() == pytest.approx(20 * balanced + dice)
 
 
 def test_iou_loss_by_hand() -> None:
@@ -111,6 +127,53 @@ def test_error_points_land_in_the_error_region_with_its_label() -> None:
         assert 25 <= x[0] < 30 and 5 <= y[0] < 10 and labels[0] == 1
         assert 10 <= x[1] < 20 and 30 <= y[1] < 35 and labels[1] == 0
         assert (x[2], y[2], labels[2]) == (33, 17, 1)
+
+
+def test_protocol_points_are_the_evaluation_clicks() -> None:
+    from samkit.eval import next_click
+
+    target = torch.zeros(2, 40, 60, dtype=torch.bool)
+    target[0, 10:21, 20:31] = True  # an 11 x 11 square: its most interior pixel is (25, 15)
+    target[1, 0:40, 0:30] = True  # the left half
+    xy, labels = protocol_points(None, target)
+    assert xy[0].tolist() == [25, 15] and labels.tolist() == [1, 1]
+    assert 14 <= xy[1, 0] <= 15 and 14 <= xy[1, 1] <= 25  # 15 px from the edges
+    pred = target.clone()
+    pred[0, 10:21, 20:23] = False  # a missed 11 x 3 strip: a positive click on its middle column
+    pred[1, 10:31, 40:51] = True  # a 21 x 11 spill: a negative click on its middle column
+    xy, labels = protocol_points(pred, target)
+    assert xy[0, 0] == 21 and 11 <= xy[0, 1] <= 19 and labels[0] == 1
+    assert xy[1, 0] == 45 and 15 <= xy[1, 1] <= 25 and labels[1] == 0
+    for i in range(2):
+        expected = next_click(pred[i].numpy(), target[i].numpy())
+        assert (*xy[i].tolist(), int(labels[i])) == expected
+    xy, labels = protocol_points(target, target)  # perfect: the interior point again
+    assert xy[0].tolist() == [25, 15] and labels.tolist() == [1, 1]
+
+
+def test_protocol_click_prob_mixes_draws_and_at_zero_draws_nothing() -> None:
+    target = _masks()
+    drawn = sample_points_in(target, torch.Generator().manual_seed(0))
+    ones = torch.ones(3, dtype=torch.int)
+    config = TrainConfig.load(CONFIG)
+    assert config.protocol_click_prob == 0
+    gen = torch.Generator().manual_seed(4)
+    before = gen.get_state()
+    xy, _ = _with_protocol_clicks(drawn, ones, None, target, gen, config)
+    assert xy is drawn and torch.equal(gen.get_state(), before)
+    always = dataclasses.replace(config, protocol_click_prob=1.0)
+    xy, labels = _with_protocol_clicks(drawn, ones, None, target, gen, always)
+    assert torch.equal(xy, protocol_points(None, target)[0]) and labels.tolist() == [1, 1, 1]
+    half = dataclasses.replace(config, protocol_click_prob=0.5)
+    picked = torch.stack([_with_protocol_clicks(drawn, ones, None, target, gen, half)[0]
+                          for _ in range(40)])  # fmt: skip
+    differs = (drawn != xy).any(dim=1)  # (3,) rows whose two points differ
+    protocol = (picked == xy).all(dim=2) & differs  # (40, 3)
+    assert 0.25 < int(protocol.sum()) / (40 * int(differs.sum())) < 0.75  # about half
+    with pytest.raises(ValueError, match="protocol_click_prob"):
+        dataclasses.replace(config, protocol_click_prob=1.5)
+    with pytest.raises(ValueError, match="focal_alpha"):
+        dataclasses.replace(config, focal_alpha=1.0)
 
 
 def test_boxes_and_their_noise() -> None:
@@ -175,6 +238,20 @@ def test_committed_last_stage_puts_the_full_decoder_on_the_narrow_stages_trunk()
     started = new_model(wide, {k: torch.zeros_like(v, device="cpu") for k, v in trunk.items()})
     taken = [k for k in started.state_dict() if k.startswith(wide.init_only)]
     assert len(taken) > 50 and all(not started.state_dict()[k].any() for k in taken)
+
+
+def test_committed_fifth_stage_continues_the_fourth() -> None:
+    stage4 = TrainConfig.load(CONFIG.with_name("default_model_stage4.json"))
+    stage5 = TrainConfig.load(CONFIG.with_name("default_model_stage5.json"))
+    assert stage5.model == stage4.model and stage5.scene_size == stage4.scene_size
+    assert stage5.init_from == "runs/default_stage4/model.safetensors" and not stage5.init_only
+    earlier = [TrainConfig.load(CONFIG.with_name(f"default_model{s}.json")).train_scene_seed
+               for s in ("", "_stage2", "_stage3", "_stage4")]  # fmt: skip
+    assert stage5.train_scene_seed not in {*earlier, stage5.val_scene_seed, 3}
+    assert stage5.val_scene_seed == stage4.val_scene_seed
+    assert (stage5.focal_alpha, stage4.focal_alpha) == (0.5, 0.25)
+    assert 0 < stage5.protocol_click_prob < 1 and stage4.protocol_click_prob == 0
+    assert set(stage5.notes) <= set(stage5.to_dict()) | {"why"}
 
 
 def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh(tmp_path: Path) -> None:
@@ -253,6 +330,21 @@ def test_resume_is_exact(tmp_path: Path) -> None:
         train(config, tmp_path / "b", max_steps=1)
     with pytest.raises(ValueError, match="lr"):
         train(dataclasses.replace(config, lr=1.0), tmp_path / "b", resume=True, max_steps=1)
+
+
+def test_resume_reads_a_checkpoint_from_before_a_config_field_existed(tmp_path: Path) -> None:
+    config = tiny_config()
+    train(config, tmp_path / "run", max_steps=1)
+    (found,) = (tmp_path / "run" / "checkpoints").glob("step_*")
+    state = torch.load(found / "state.pt", weights_only=True)
+    saved = json.loads(state["config"])
+    for added in ("focal_alpha", "protocol_click_prob"):  # as a checkpoint of an older samkit
+        del saved[added]
+    state["config"] = json.dumps(saved)
+    torch.save(state, found / "state.pt")
+    train(config, tmp_path / "run", resume=True, max_steps=1)  # the defaults: the same run
+    with pytest.raises(ValueError, match="focal_alpha"):
+        train(dataclasses.replace(config, focal_alpha=0.5), tmp_path / "run", resume=True)
 
 
 def test_resume_may_move_a_decay_that_has_not_happened(tmp_path: Path) -> None:

@@ -2,7 +2,13 @@
 
 from .config import TrainConfig
 from .losses import dice_loss, focal_loss, iou_loss, mask_iou, mask_loss
-from .prompts import mask_boxes, noisy_boxes, sample_error_points, sample_points_in
+from .prompts import (
+    mask_boxes,
+    noisy_boxes,
+    protocol_points,
+    sample_error_points,
+    sample_points_in,
+)
 from .trainer import train, validate
 
 __all__ = [
@@ -14,6 +20,7 @@ __all__ = [
     "mask_iou",
     "mask_loss",
     "noisy_boxes",
+    "protocol_points",
     "sample_error_points",
     "sample_points_in",
     "train",

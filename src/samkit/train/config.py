@@ -49,6 +49,10 @@ class TrainConfig:
     # with init_from: take only the tensors whose names start with one of these prefixes (the
     # rest keep their fresh values), e.g. to start a wider model on a trained encoder trunk
     init_only: tuple[str, ...] = ()
+    focal_alpha: float = 0.25  # focal loss's weight on object pixels (1 - it on background)
+    # chance that a point prompt is the click protocol's (the most interior point of the mask,
+    # or of the largest error region) rather than a uniform draw; 0 = the paper's uniform draws
+    protocol_click_prob: float = 0.0
     notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,6 +64,14 @@ class TrainConfig:
             raise ValueError("images_per_step, masks_per_step and total_steps must be positive")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing; got {self.lr_milestones}")
+        if not (0 < self.focal_alpha < 1 or self.focal_alpha == -1):
+            raise ValueError(
+                f"focal_alpha must be in (0, 1), or -1 for none; got {self.focal_alpha}"
+            )
+        if not 0 <= self.protocol_click_prob <= 1:
+            raise ValueError(
+                f"protocol_click_prob is a chance in [0, 1]; got {self.protocol_click_prob}"
+            )
         if self.init_only and not self.init_from:
             raise ValueError("init_only names tensors of init_from, which is not set")
 
@@ -80,6 +92,15 @@ class TrainConfig:
         values["lr_milestones"] = tuple(values["lr_milestones"])
         values["init_only"] = tuple(values.get("init_only", ()))
         return cls(**values)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The optional fields and their defaults, as JSON values."""
+        return {
+            f.name: json.loads(json.dumps(f.default))
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainConfig:

@@ -40,9 +40,10 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) 
     return 1 - (2 * inter + smooth) / (total + smooth)
 
 
-def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """20 * focal + dice, per mask: (...)."""
-    return FOCAL_WEIGHT * focal_loss(logits, targets) + DICE_WEIGHT * dice_loss(logits, targets)
+def mask_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25) -> torch.Tensor:
+    """20 * focal (with class weight `alpha`) + dice, per mask: (...)."""
+    focal = focal_loss(logits, targets, alpha=alpha)
+    return FOCAL_WEIGHT * focal + DICE_WEIGHT * dice_loss(logits, targets)
 
 
 def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

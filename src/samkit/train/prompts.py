@@ -9,7 +9,10 @@ input's device, and draw their randomness from an explicit `torch.Generator`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ..eval.clicks import first_click, next_click
 
 BOX_NOISE_FRACTION = 0.1  # noise std as a fraction of the box side (paper)
 BOX_NOISE_MAX = 20.0  # px; no corner moves further than this (paper)
@@ -85,3 +88,21 @@ def sample_error_points(
     x, y = coords[:, 0].long(), coords[:, 1].long()
     labels = target[torch.arange(target.shape[0], device=target.device), y, x].int()
     return coords, labels
+
+
+def protocol_points(
+    pred: torch.Tensor | None, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation protocol's click (`samkit.eval.clicks`) for each of (B, H, W) bool
+    non-empty targets: without `pred`, the target's most interior point (label 1); with
+    (B, H, W) bool `pred`, the most interior point of the largest error region, labelled 1 in
+    a false negative and 0 in a false positive (a perfect prediction gets the target's
+    interior point). Returns coords (B, 2) float (X, Y) and labels (B,) int."""
+    truth = target.cpu().numpy()
+    guess = None if pred is None else pred.cpu().numpy()
+    clicks = [
+        (guess is not None and next_click(guess[i], t)) or (*first_click(t), 1)
+        for i, t in enumerate(truth)
+    ]
+    out = torch.from_numpy(np.array(clicks, dtype=np.float32).reshape(-1, 3)).to(target.device)
+    return out[:, :2], out[:, 2].int()

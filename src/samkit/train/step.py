@@ -30,7 +30,7 @@ from ..data import Scene
 from ..modeling import Sam
 from .config import TrainConfig
 from .losses import iou_loss, mask_iou, mask_loss
-from .prompts import noisy_boxes, sample_error_points, sample_points_in
+from .prompts import noisy_boxes, protocol_points, sample_error_points, sample_points_in
 from .sources import FittedSample
 
 
@@ -155,6 +155,30 @@ def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
         offset += n
 
 
+def _with_protocol_clicks(
+    coords: torch.Tensor,
+    labels: torch.Tensor,
+    pred: torch.Tensor | None,
+    targets: torch.Tensor,
+    generator: torch.Generator,
+    config: TrainConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace each drawn point (B, 2) and label (B,) by the click protocol's point for
+    `pred` (None: a first click) with chance `config.protocol_click_prob`. With a chance of 0
+    nothing is drawn, so the random stream of a run without protocol clicks is unchanged."""
+    if config.protocol_click_prob == 0 or coords.shape[0] == 0:
+        return coords, labels
+    use = torch.rand(coords.shape[0], generator=generator) < config.protocol_click_prob
+    use &= targets.flatten(1).any(1).cpu()
+    if not use.any():
+        return coords, labels
+    coords, labels = coords.clone(), labels.clone()
+    new, new_labels = protocol_points(None if pred is None else pred[use], targets[use])
+    coords[use] = new
+    labels[use] = new_labels.to(labels.dtype)
+    return coords, labels
+
+
 def simulate_rounds(
     model: Sam,
     embedding: torch.Tensor,
@@ -184,7 +208,14 @@ def simulate_rounds(
     boxes = noisy_boxes(targets[n_pt:], generator)  # (B - n_pt, 4)
     coords = torch.zeros(b, 0, 2)
     labels = torch.zeros(b, 0, dtype=torch.int)
-    first = sample_points_in(targets[:n_pt], generator)
+    first, _ = _with_protocol_clicks(
+        sample_points_in(targets[:n_pt], generator),
+        torch.ones(n_pt, dtype=torch.int),
+        None,
+        targets[:n_pt],
+        generator,
+        config,
+    )
     mask_input: torch.Tensor | None = None
     pred: torch.Tensor | None = None
     totals = {"loss": 0.0, "mask": 0.0, "iou": 0.0}
@@ -192,7 +223,9 @@ def simulate_rounds(
     for r in range(n_rounds):
         if r > 0 and (float(torch.rand(1, generator=generator)) >= config.mask_only_prob):
             assert pred is not None
-            new, new_labels = sample_error_points(pred, targets, generator)
+            new, new_labels = _with_protocol_clicks(
+                *sample_error_points(pred, targets, generator), pred, targets, generator, config
+            )
             coords = torch.cat([coords, new[:, None]], dim=1)
             labels = torch.cat([labels, new_labels[:, None]], dim=1)
         with _autocast(config.bf16):
@@ -229,7 +262,7 @@ def simulate_rounds(
                 continue
             logits = low[rows, toks].float()  # (n, T, 4h, 4w)
             resize = resize_matrix(logits.shape[-1], loss_size)
-            per_mask = mask_loss(resize @ logits @ resize.T, soft[rows])  # (n, T)
+            per_mask = mask_loss(resize @ logits @ resize.T, soft[rows], config.focal_alpha)
             with torch.no_grad():  # full-size masks, as the predictor returns them
                 full = F.interpolate(
                     logits.flatten(0, 1)[:, None],

@@ -264,10 +264,11 @@ def _restore(
 ) -> int:
     """Load checkpoint `found` into the training objects; returns its step."""
     state = load_checkpoint(found, model)
+    saved = {**TrainConfig.defaults(), **state.config}  # fields added since keep their default
     changed = {
         k
         for k, v in config.to_dict().items()
-        if k not in OPERATIONAL and json.loads(json.dumps(v)) != state.config.get(k)
+        if k not in OPERATIONAL and json.loads(json.dumps(v)) != saved.get(k)
     }
     if changed and changed <= SCHEDULE and _same_past_schedule(config, state.config, state.step):
         changed = set()
