@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .losses import FOCAL_ALPHA
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -49,7 +51,7 @@ class TrainConfig:
     # with init_from: take only the tensors whose names start with one of these prefixes (the
     # rest keep their fresh values), e.g. to start a wider model on a trained encoder trunk
     init_only: tuple[str, ...] = ()
-    focal_alpha: float = 0.25  # focal loss's weight on object pixels (1 - it on background)
+    focal_alpha: float = FOCAL_ALPHA  # focal loss's weight on object pixels (1 - it on background)
     # chance that a point prompt is the click protocol's (the most interior point of the mask,
     # or of the largest error region) rather than a uniform draw; 0 = the paper's uniform draws
     protocol_click_prob: float = 0.0

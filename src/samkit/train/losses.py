@@ -11,10 +11,11 @@ import torch.nn.functional as F
 
 FOCAL_WEIGHT = 20.0  # the paper's 20:1 focal:dice ratio
 DICE_WEIGHT = 1.0
+FOCAL_ALPHA = 0.25  # focal loss's weight on object pixels, detection's default (Lin et al.)
 
 
 def focal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = FOCAL_ALPHA, gamma: float = 2.0
 ) -> torch.Tensor:
     """Sigmoid focal loss (Lin et al.), averaged over the last two (pixel) axes.
 
@@ -40,7 +41,9 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) 
     return 1 - (2 * inter + smooth) / (total + smooth)
 
 
-def mask_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25) -> torch.Tensor:
+def mask_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = FOCAL_ALPHA
+) -> torch.Tensor:
     """20 * focal (with class weight `alpha`) + dice, per mask: (...)."""
     focal = focal_loss(logits, targets, alpha=alpha)
     return FOCAL_WEIGHT * focal + DICE_WEIGHT * dice_loss(logits, targets)
