@@ -254,6 +254,19 @@ def test_committed_fifth_stage_continues_the_fourth() -> None:
     assert set(stage5.notes) <= set(stage5.to_dict()) | {"why"}
 
 
+def test_committed_sixth_stage_restarts_the_schedule_on_the_fifth() -> None:
+    stage5 = TrainConfig.load(CONFIG.with_name("default_model_stage5.json"))
+    stage6 = TrainConfig.load(CONFIG.with_name("default_model_stage6.json"))
+    assert stage6.model == stage5.model and stage6.scene_size == stage5.scene_size
+    assert stage6.init_from == "runs/default_stage5/model.safetensors" and not stage6.init_only
+    earlier = [TrainConfig.load(CONFIG.with_name(f"default_model{s}.json")).train_scene_seed
+               for s in ("", "_stage2", "_stage3", "_stage4", "_stage5")]  # fmt: skip
+    assert stage6.train_scene_seed not in {*earlier, stage6.val_scene_seed, 3}
+    assert stage6.val_scene_seed == stage5.val_scene_seed and stage6.seed != stage5.seed
+    assert (stage6.focal_alpha, stage6.protocol_click_prob) == (0.5, 0.5)
+    assert set(stage6.notes) <= set(stage6.to_dict()) | {"why"}
+
+
 def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
