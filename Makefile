@@ -40,7 +40,9 @@ train-default: $(STAMP)
 		--out runs/default_stage4 $(if $(wildcard runs/default_stage4/checkpoints),--resume)
 	$(BIN)/python -m samkit.train --config configs/default_model_stage5.json \
 		--out runs/default_stage5 $(if $(wildcard runs/default_stage5/checkpoints),--resume)
-	$(BIN)/python tools/bundle_default.py runs/default_stage5
+	$(BIN)/python -m samkit.train --config configs/default_model_stage6.json \
+		--out runs/default_stage6 $(if $(wildcard runs/default_stage6/checkpoints),--resume)
+	$(BIN)/python tools/bundle_default.py runs/default_stage6
 	$(BIN)/samkit eval --model samkit_default --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 test: $(STAMP) browser
