@@ -30,19 +30,13 @@ demo: $(STAMP)
 # Retrain the bundled samkit_default from scratch (hours on a 2-core CPU; every stage resumes
 # where a killed run stopped), then ship it into the package and measure it on held-out scenes.
 train-default: $(STAMP)
-	$(BIN)/python -m samkit.train --config configs/default_model.json --out runs/default \
-		$(if $(wildcard runs/default/checkpoints),--resume)
-	$(BIN)/python -m samkit.train --config configs/default_model_stage2.json \
-		--out runs/default_stage2 $(if $(wildcard runs/default_stage2/checkpoints),--resume)
-	$(BIN)/python -m samkit.train --config configs/default_model_stage3.json \
-		--out runs/default_stage3 $(if $(wildcard runs/default_stage3/checkpoints),--resume)
-	$(BIN)/python -m samkit.train --config configs/default_model_stage4.json \
-		--out runs/default_stage4 $(if $(wildcard runs/default_stage4/checkpoints),--resume)
-	$(BIN)/python -m samkit.train --config configs/default_model_stage5.json \
-		--out runs/default_stage5 $(if $(wildcard runs/default_stage5/checkpoints),--resume)
-	$(BIN)/python -m samkit.train --config configs/default_model_stage6.json \
-		--out runs/default_stage6 $(if $(wildcard runs/default_stage6/checkpoints),--resume)
-	$(BIN)/python tools/bundle_default.py runs/default_stage6
+	for n in 1 2 3 4 5 6 7; do \
+		if [ $$n = 1 ]; then run=default; config=default_model; \
+		else run=default_stage$$n; config=default_model_stage$$n; fi; \
+		$(BIN)/python -m samkit.train --config configs/$$config.json --out runs/$$run \
+			$$(test -d runs/$$run/checkpoints && echo --resume) || exit 1; \
+	done
+	$(BIN)/python tools/bundle_default.py runs/default_stage7
 	$(BIN)/samkit eval --model samkit_default --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 test: $(STAMP) browser

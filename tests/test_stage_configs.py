@@ -85,3 +85,22 @@ def test_committed_sixth_stage_restarts_the_schedule_on_the_fifth() -> None:
     stage5, stage6 = continued_stage(6)
     assert stage6.seed != stage5.seed
     assert (stage6.focal_alpha, stage6.protocol_click_prob) == (0.5, 0.5)
+
+
+def test_committed_seventh_stage_restarts_the_schedule_on_the_sixth() -> None:
+    stage6, stage7 = continued_stage(7)
+    assert stage7.seed not in {stage6.seed, stage_config(5).seed}
+    assert (stage7.focal_alpha, stage7.protocol_click_prob) == (0.5, 0.5)
+    assert stage7.lr_milestones[-1] < stage7.total_steps
+
+
+def test_make_train_default_runs_every_committed_stage_and_bundles_the_last() -> None:
+    stages = sorted(
+        CONFIG.parent.glob("default_model_stage*.json"),
+        key=lambda p: int(p.stem.removeprefix("default_model_stage")),
+    )
+    last = len(stages) + 1
+    assert [p.name for p in stages] == [f"default_model_stage{n}.json" for n in range(2, last + 1)]
+    makefile = (CONFIG.parents[1] / "Makefile").read_text()
+    assert f"for n in {' '.join(str(n) for n in range(1, last + 1))}; do" in makefile
+    assert f"tools/bundle_default.py runs/default_stage{last}\n" in makefile

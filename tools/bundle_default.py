@@ -4,8 +4,8 @@ Copies the model of a checkpoint (the run's latest by default) into
 src/samkit/weights/samkit_default.safetensors, with the variant, the step and the config in
 its metadata, after checking that it loads strictly into samkit_default.
 
-python tools/bundle_default.py runs/default_stage6 [--checkpoint step_0003400]
-    [--config configs/default_model_stage6.json]
+python tools/bundle_default.py runs/default_stage7 [--checkpoint step_0003000]
+    [--config configs/default_model_stage7.json]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="a folder under RUN/checkpoints")
     parser.add_argument(
         "--config",
-        default="configs/default_model_stage6.json",
+        default="configs/default_model_stage7.json",
         help="the committed config that made the run (recorded in the metadata)",
     )
     args = parser.parse_args()
