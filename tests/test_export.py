@@ -8,7 +8,7 @@ import torch
 
 from samkit import SamPredictor, load
 from samkit.cli import main
-from samkit.export import SamOnnxDecoder, export_decoder, export_encoder
+from samkit.export import SamOnnxModel, export_decoder, export_encoder
 from samkit.export.onnx import DECODER_INPUTS, decoder_example_inputs
 
 ort = pytest.importorskip("onnxruntime")
@@ -45,7 +45,7 @@ def test_decoder_interface_is_the_official_one(decoder_session):
 def test_decoder_matches_torch(model, decoder_session, num_points, orig_size):
     inputs = list(decoder_example_inputs(model, num_points))
     inputs[5] = torch.tensor(orig_size, dtype=torch.float32)
-    expected = SamOnnxDecoder(model)(*inputs)
+    expected = SamOnnxModel(model, return_single_mask=False)(*inputs)
     got = run(decoder_session, inputs)
     assert got[0].shape == (1, 4, *orig_size)
     for g, e in zip(got, expected, strict=True):
@@ -125,7 +125,7 @@ def test_decoder_options(model, tmp_path, num_points):
     ]
     inputs = decoder_example_inputs(model, num_points)
     got = run(session, inputs)
-    full = SamOnnxDecoder(model, use_stability_score=True)(*inputs)
+    full = SamOnnxModel(model, return_single_mask=False, use_stability_score=True)(*inputs)
     # More than 2 points (padding included) -> the single-mask token; else the best multimask.
     best = 0 if num_points > 2 else 1 + int(full[1][0, 1:].argmax())
     assert got[0].shape[1] == 1

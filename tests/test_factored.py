@@ -74,7 +74,12 @@ def test_factored_decoder_equals_plain(
             multimask_output=multimask,
         )
         plain_masks, plain_iou = decoder(**args)
-        masks, iou = decoder(**args, prepared=prepared)
+        masks, iou = decoder.predict_prepared(
+            image_pe=pe,
+            sparse_prompt_embeddings=sparse,
+            prepared=prepared,
+            multimask_output=multimask,
+        )
     assert masks.shape == plain_masks.shape == (5, 3 if multimask else 1, 32, 32)
     assert plain_masks.abs().max() > 0.1  # a real signal, not all zeros
     torch.testing.assert_close(masks, plain_masks, atol=2e-5, rtol=1e-4)

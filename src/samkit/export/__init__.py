@@ -7,13 +7,13 @@ from .._lazy import lazy_attributes
 
 _EXPORTS = {
     **dict.fromkeys(
-        ("SamOnnxDecoder", "export_decoder", "export_encoder", "quantize_dynamic_int8"), ".onnx"
+        ("SamOnnxModel", "export_decoder", "export_encoder", "quantize_dynamic_int8"), ".onnx"
     ),
     "OnnxPredictor": ".runtime",
 }
 __all__ = [
     "OnnxPredictor",
-    "SamOnnxDecoder",
+    "SamOnnxModel",
     "export_decoder",
     "export_encoder",
     "quantize_dynamic_int8",
@@ -21,5 +21,5 @@ __all__ = [
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .onnx import SamOnnxDecoder, export_decoder, export_encoder, quantize_dynamic_int8
+    from .onnx import SamOnnxModel, export_decoder, export_encoder, quantize_dynamic_int8
     from .runtime import OnnxPredictor

@@ -45,68 +45,79 @@ ENCODER_OUTPUTS = ("image_embeddings",)
 DEFAULT_OPSET = 17
 
 
-class SamOnnxDecoder(nn.Module):
-    """Prompt encoding, mask decoding and upscaling to the original size as one graph."""
+class SamOnnxModel(nn.Module):
+    """Prompt encoding, mask decoding and upscaling to the original size as one graph, with
+    the official `segment_anything.utils.onnx.SamOnnxModel` constructor, methods and outputs.
+    """
 
     def __init__(
         self,
         model: Sam,
-        *,
-        return_single_mask: bool = False,
+        return_single_mask: bool,
         use_stability_score: bool = False,
         return_extra_metrics: bool = False,
-        stability_score_offset: float = 1.0,
     ) -> None:
         """return_single_mask: keep only the best mask (the single-mask token when there are
         more than 2 points, padding included; else the multimask output of highest score).
-        use_stability_score: replace predicted IoUs by stability scores of the low-res masks.
+        use_stability_score: replace predicted IoUs by stability scores of the low-res masks
+        (at `stability_score_offset`, 1.0 as in the official export).
+        return_extra_metrics: also return stability scores and areas of the full-size masks.
         """
         super().__init__()
-        self.prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
+        self.model = model
         self.img_size = model.img_size
-        self.mask_threshold = model.mask_threshold
         self.return_single_mask = return_single_mask
         self.use_stability_score = use_stability_score
+        self.stability_score_offset = 1.0
         self.return_extra_metrics = return_extra_metrics
-        self.stability_score_offset = stability_score_offset
 
-    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pe = self.prompt_encoder.pe_layer
-        emb = pe.forward_with_coords(coords + 0.5, (self.img_size, self.img_size))  # (1, N, C)
-        labels = labels[..., None]  # (1, N, 1)
-        emb = torch.where(labels == -1, self.prompt_encoder.not_a_point_embed.weight, emb)
-        for i, table in enumerate(self.prompt_encoder.point_embeddings):
+    @staticmethod
+    def resize_longest_image_size(
+        input_image_size: torch.Tensor, longest_side: int
+    ) -> torch.Tensor:
+        """(H, W) scaled so that the longer side is `longest_side`, rounded, as int64."""
+        size = input_image_size.to(torch.float32)
+        return torch.floor(size * (longest_side / torch.max(size)) + 0.5).to(torch.int64)
+
+    def _embed_points(self, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
+        """(1, N, C) tokens of points whose labels may also be 2 / 3 (box corners)."""
+        prompt_encoder = self.model.prompt_encoder
+        size = (self.img_size, self.img_size)
+        emb = prompt_encoder.pe_layer.forward_with_coords(point_coords + 0.5, size)
+        labels = point_labels[..., None]  # (1, N, 1)
+        emb = torch.where(labels == -1, prompt_encoder.not_a_point_embed.weight, emb)
+        for i, table in enumerate(prompt_encoder.point_embeddings):
             emb = emb + (labels == i).to(emb.dtype) * table.weight  # type: ignore[operator]
         return emb
 
-    def _embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+    def _embed_masks(self, input_mask: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        prompt_encoder = self.model.prompt_encoder
         has = has_mask_input.reshape(-1, 1, 1, 1)
-        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        return has * self.prompt_encoder.mask_downscaling(mask_input) + (1 - has) * no_mask
+        no_mask = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return has * prompt_encoder.mask_downscaling(input_mask) + (1 - has) * no_mask
 
-    def _upscale(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
-        """Low-res logits -> padded input size -> cut the padding -> the original size."""
+    def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """Low-res logits -> padded input size -> cut the padding -> the original (H, W)."""
         size = self.img_size
         masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
-        scale = size / torch.max(orig_im_size)
-        input_hw = torch.floor(orig_im_size * scale + 0.5).to(torch.int64)
+        input_hw = self.resize_longest_image_size(orig_im_size, size)
         masks = masks[..., : input_hw[0], : input_hw[1]]
         orig_hw = orig_im_size.to(torch.int64)
         # Tensor sizes (not ints) keep the size an input of the traced graph.
         orig = (orig_hw[0], orig_hw[1])
         return F.interpolate(masks, size=orig, mode="bilinear", align_corners=False)  # type: ignore[arg-type]
 
-    @staticmethod
-    def _select_best(
-        masks: torch.Tensor, scores: torch.Tensor, num_points: int
+    def select_masks(
+        self, masks: torch.Tensor, iou_preds: torch.Tensor, num_points: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token 0 when num_points > 2 (an unambiguous prompt), else the best multimask."""
-        bonus = torch.zeros_like(scores[:1])
+        """Token 0 when num_points > 2 (an unambiguous prompt), else the best multimask;
+        arithmetic instead of control flow, so that the choice stays in the graph."""
+        bonus = torch.zeros_like(iou_preds[:1])
         bonus[:, 0] = 1000.0
-        best = torch.argmax(scores + (num_points - 2.5) * bonus, dim=1)  # (1,)
+        best = torch.argmax(iou_preds + (num_points - 2.5) * bonus, dim=1)  # (B,)
         rows = torch.arange(masks.shape[0], device=masks.device)
-        return masks[rows, best].unsqueeze(1), scores[rows, best].unsqueeze(1)
+        return masks[rows, best].unsqueeze(1), iou_preds[rows, best].unsqueeze(1)
 
     @torch.no_grad()
     def forward(
@@ -119,25 +130,22 @@ class SamOnnxDecoder(nn.Module):
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         sparse = self._embed_points(point_coords, point_labels)
-        dense = self._embed_mask(mask_input, has_mask_input)
+        dense = self._embed_masks(mask_input, has_mask_input)
         low_res, scores = self.mask_decoder.predict_masks(
             image_embeddings=image_embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
         )
+        threshold = self.model.mask_threshold
         if self.use_stability_score:
-            scores = calculate_stability_score(
-                low_res, self.mask_threshold, self.stability_score_offset
-            )
+            scores = calculate_stability_score(low_res, threshold, self.stability_score_offset)
         if self.return_single_mask:
-            low_res, scores = self._select_best(low_res, scores, point_coords.shape[1])
-        masks = self._upscale(low_res, orig_im_size)
+            low_res, scores = self.select_masks(low_res, scores, point_coords.shape[1])
+        masks = self.mask_postprocessing(low_res, orig_im_size)
         if self.return_extra_metrics:
-            stability = calculate_stability_score(
-                masks, self.mask_threshold, self.stability_score_offset
-            )
-            areas = (masks > self.mask_threshold).sum(-1).sum(-1)
+            stability = calculate_stability_score(masks, threshold, self.stability_score_offset)
+            areas = (masks > threshold).sum(-1).sum(-1)
             return masks, scores, stability, areas, low_res
         return masks, scores, low_res
 
@@ -180,7 +188,7 @@ def export_decoder(
     opset: int = DEFAULT_OPSET,
 ) -> Path:
     """Write the decoder graph (see the module docstring) to `path`; returns the path."""
-    decoder = SamOnnxDecoder(
+    decoder = SamOnnxModel(
         model,
         return_single_mask=return_single_mask,
         use_stability_score=use_stability_score,

@@ -9,7 +9,7 @@ from torch import nn
 class MLPBlock(nn.Module):
     """Two linear layers with an activation between them (transformer feed-forward)."""
 
-    def __init__(self, *, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         self.lin1 = nn.Linear(embedding_dim, mlp_dim)
         self.lin2 = nn.Linear(mlp_dim, embedding_dim)
@@ -40,7 +40,6 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        *,
         input_dim: int,
         hidden_dim: int,
         output_dim: int,

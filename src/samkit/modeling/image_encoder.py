@@ -19,11 +19,13 @@ class ImageEncoderViT(nn.Module):
 
     S = img_size // patch_size. Blocks whose index is in `global_attn_indexes` attend over the
     whole S x S grid; the others attend inside `window_size` x `window_size` windows.
+    The constructor's parameters are the official ones, in the official order.
+    `rel_pos_zero_init` is accepted as there and, as there, changes nothing: the relative
+    position tables start at zero and checkpoints overwrite them.
     """
 
     def __init__(
         self,
-        *,
         img_size: int = 1024,
         patch_size: int = 16,
         in_chans: int = 3,
@@ -37,13 +39,19 @@ class ImageEncoderViT(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         use_abs_pos: bool = True,
         use_rel_pos: bool = False,
+        rel_pos_zero_init: bool = True,
         window_size: int = 0,
         global_attn_indexes: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.img_size = img_size
         grid = img_size // patch_size
-        self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
+        self.patch_embed = PatchEmbed(
+            kernel_size=(patch_size, patch_size),
+            stride=(patch_size, patch_size),
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+        )
         self.pos_embed: nn.Parameter | None = None
         if use_abs_pos:
             self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
@@ -82,7 +90,6 @@ class Block(nn.Module):
 
     def __init__(
         self,
-        *,
         dim: int,
         num_heads: int,
         mlp_ratio: float = 4.0,
@@ -90,9 +97,12 @@ class Block(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
         act_layer: type[nn.Module] = nn.GELU,
         use_rel_pos: bool = False,
+        rel_pos_zero_init: bool = True,
         window_size: int = 0,
-        input_size: tuple[int, int] = (64, 64),
+        input_size: tuple[int, int] | None = None,
     ) -> None:
+        """input_size: the (H, W) grid of a global block, for its relative-position tables
+        (windowed blocks use (window_size, window_size))."""
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = Attention(
@@ -124,16 +134,17 @@ class Attention(nn.Module):
 
     def __init__(
         self,
-        *,
         dim: int,
         num_heads: int = 8,
         qkv_bias: bool = True,
         use_rel_pos: bool = False,
+        rel_pos_zero_init: bool = True,
         input_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
+        self.scale = head_dim**-0.5  # what scaled_dot_product_attention applies
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.use_rel_pos = use_rel_pos
@@ -172,10 +183,11 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
 
 
 def window_unpartition(
-    windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+    windows: torch.Tensor, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
 ) -> torch.Tensor:
-    """Inverse of `window_partition`: (B * nWindows, ws, ws, C) -> (B, H, W, C), padding cut."""
-    hp, wp = padded_hw
+    """Inverse of `window_partition`: (B * nWindows, ws, ws, C) -> (B, H, W, C), padding cut.
+    pad_hw is the padded (Hp, Wp), hw the original (H, W)."""
+    hp, wp = pad_hw
     h, w = hw
     b = windows.shape[0] // ((hp // window_size) * (wp // window_size))
     x = windows.view(b, hp // window_size, wp // window_size, window_size, window_size, -1)
@@ -224,12 +236,36 @@ def decomposed_rel_pos_bias(
     return bias.reshape(*q.shape[:2], qh * qw, kh * kw)
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patch_size x patch_size convolution: (B, C, H, W) -> (B, H/p, W/p, D)."""
+def add_decomposed_rel_pos(
+    attn: torch.Tensor,
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> torch.Tensor:
+    """The official form of `decomposed_rel_pos_bias`: attention logits attn (B, qh*qw, kh*kw)
+    plus the bias of queries q (B, qh*qw, C), heads folded into B."""
+    bias = decomposed_rel_pos_bias(q[:, None], rel_pos_h, rel_pos_w, q_size, k_size)[:, 0]
+    return attn + bias
 
-    def __init__(self, *, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768) -> None:
+
+class PatchEmbed(nn.Module):
+    """Patch embedding convolution, channels-last out: (B, C, H, W) -> (B, H/s, W/s, D) for
+    SAM's non-overlapping kernel_size == stride patches."""
+
+    def __init__(
+        self,
+        kernel_size: tuple[int, int] = (16, 16),
+        stride: tuple[int, int] = (16, 16),
+        padding: tuple[int, int] = (0, 0),
+        in_chans: int = 3,
+        embed_dim: int = 768,
+    ) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(
+            in_chans, embed_dim, kernel_size=kernel_size, stride=stride, padding=padding
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).permute(0, 2, 3, 1)

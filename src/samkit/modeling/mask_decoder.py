@@ -79,38 +79,46 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
-        prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predict masks for B prompts on one image.
+        """Predict masks for B prompts on one image (the official semantics: every submodule
+        runs as itself, so hooks and replaced submodules take effect; training uses this).
 
         Arguments:
-          image_embeddings: (1, C, H, W) embedding of the image (or (B, C, H, W), one per prompt).
+          image_embeddings: (1, C, H, W) embedding of the image, or (B, C, H, W), one per
+            prompt (as MedSAM-style training passes a batch of images with one box each).
           image_pe: (1, C, H, W) positional encoding of the embedding grid.
           sparse_prompt_embeddings: (B, N, C) point and box tokens.
           dense_prompt_embeddings: (B, C, H, W) mask-prompt embedding.
           multimask_output: return the 3 multimask outputs instead of the single one.
-          prepared: `prepare(image_embeddings, image_pe, dense)` of this image, when every
-            prompt has that same dense embedding (no mask prompt): the decoder then takes
-            the factored path (`factored.py`), and image_embeddings/dense are not read.
 
         Returns:
           masks: (B, 3 or 1, 4H, 4W) low-res mask logits.
           iou_pred: (B, 3 or 1) predicted IoU of each mask.
         """
-        chunks = (
-            (sparse_prompt_embeddings,)
-            if prepared is None  # (training, mask prompts) one batch, as the caller gave it
-            else self._prompt_chunks(sparse_prompt_embeddings, image_pe)
+        masks, iou_pred = self.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse_prompt_embeddings,
+            dense_prompt_embeddings=dense_prompt_embeddings,
         )
+        mask_slice = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, mask_slice], iou_pred[:, mask_slice]
+
+    def predict_prepared(
+        self,
+        *,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        prepared: ImageKeys,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`'s outputs for prompts without a mask prompt on an image whose
+        prompt-independent work is `prepared` (`prepare`): the factored path (`factored.py`),
+        in cache-sized chunks of prompts. The predictor and AMG use it; it reads the weights,
+        not the submodules' forwards."""
         outputs = [
-            self.predict_masks(
-                image_embeddings=image_embeddings,
-                image_pe=image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense_prompt_embeddings,
-                prepared=prepared,
-            )
-            for sparse in chunks
+            self._predict_factored(sparse, prepared, image_pe)
+            for sparse in self._prompt_chunks(sparse_prompt_embeddings, image_pe)
         ]
         masks, iou_pred = torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
         mask_slice = slice(1, None) if multimask_output else slice(0, 1)
@@ -135,30 +143,36 @@ class MaskDecoder(nn.Module):
 
     def predict_masks(
         self,
-        *,
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
-        prepared: ImageKeys | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All num_mask_tokens masks (B, T, 4H, 4W) and IoU predictions (B, T)."""
         tokens = self._tokens(sparse_prompt_embeddings)
-        if prepared is not None:
-            hs, levels = factored_transformer(self.transformer, tokens, prepared)
-            first = project(levels, prepared.projections["upscale"])
-        else:
-            b = tokens.shape[0]
-            if image_embeddings.shape[0] not in (1, b):
-                raise ValueError(
-                    f"image_embeddings must have batch 1 or {b} (one per prompt); "
-                    f"got {image_embeddings.shape[0]}"
-                )
-            # Broadcasting replaces a per-prompt copy of the image embedding.
-            src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
-            hs, keys = self.transformer(src, image_pe, tokens)
-            weight, bias = _conv_as_matmul(self._upscaling_layers()[0])
-            first = keys @ weight + bias  # (B, HW, 4 * C/4): the first transposed conv
+        b = tokens.shape[0]
+        if image_embeddings.shape[0] not in (1, b):
+            raise ValueError(
+                f"image_embeddings must have batch 1 or {b} (one per prompt); "
+                f"got {image_embeddings.shape[0]}"
+            )
+        # Broadcasting replaces the official per-prompt copy of the image embedding.
+        src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
+        _, c, h, w = src.shape
+        hs, keys = self.transformer(src, image_pe, tokens)
+        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+        hyper_in = self._hyper_in(hs)  # (B, T, C/8)
+        masks = (hyper_in @ upscaled.flatten(2)).reshape(b, -1, *upscaled.shape[-2:])
+        return masks, self.iou_prediction_head(hs[:, 0, :])
+
+    def _predict_factored(
+        self, sparse_prompt_embeddings: torch.Tensor, prepared: ImageKeys, image_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`predict_masks` on the factored path, for one chunk of prompts."""
+        hs, levels = factored_transformer(
+            self.transformer, self._tokens(sparse_prompt_embeddings), prepared
+        )
+        first = project(levels, prepared.projections["upscale"])
         _, _, h, w = image_pe.shape
         masks = self._upscale_and_project(first, self._hyper_in(hs), h, w)
         return masks, self.iou_prediction_head(hs[:, 0, :])

@@ -23,7 +23,6 @@ class PromptEncoder(nn.Module):
 
     def __init__(
         self,
-        *,
         embed_dim: int,
         image_embedding_size: tuple[int, int],
         input_image_size: tuple[int, int],
@@ -35,7 +34,10 @@ class PromptEncoder(nn.Module):
         self.input_image_size = input_image_size
         self.image_embedding_size = image_embedding_size
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
-        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
+        self.num_point_embeddings = 4  # NEG_POINT, POS_POINT, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT
+        self.point_embeddings = nn.ModuleList(
+            nn.Embedding(1, embed_dim) for _ in range(self.num_point_embeddings)
+        )
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
         self.mask_downscaling = nn.Sequential(

@@ -26,7 +26,6 @@ class Sam(nn.Module):
 
     def __init__(
         self,
-        *,
         image_encoder: ImageEncoderViT | TinyViT,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,

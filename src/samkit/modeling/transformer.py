@@ -38,7 +38,6 @@ class TwoWayTransformer(nn.Module):
 
     def __init__(
         self,
-        *,
         depth: int,
         embedding_dim: int,
         num_heads: int,
@@ -109,7 +108,6 @@ class TwoWayAttentionBlock(nn.Module):
 
     def __init__(
         self,
-        *,
         embedding_dim: int,
         num_heads: int,
         mlp_dim: int = 2048,
@@ -138,7 +136,6 @@ class TwoWayAttentionBlock(nn.Module):
 
     def forward(
         self,
-        *,
         queries: torch.Tensor,
         keys: torch.Tensor,
         query_pe: torch.Tensor,
@@ -169,7 +166,7 @@ class TwoWayAttentionBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention whose q/k/v projections may shrink the width by `downsample_rate`."""
 
-    def __init__(self, *, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
+    def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
         self.internal_dim = embedding_dim // downsample_rate
