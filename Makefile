@@ -27,16 +27,13 @@ demo: $(STAMP)
 	$(BIN)/samkit amg examples/shapes.png --model samkit_default --out out/amg --overlays \
 		--no-progress
 
-# Retrain the bundled samkit_default from scratch (hours on a 2-core CPU; every stage resumes
-# where a killed run stopped), then ship it into the package and measure it on held-out scenes.
+# Retrain the bundled samkit_default from scratch: the stages of configs/default_model.json in
+# order (hours on a 2-core CPU; run it again after a kill and finished stages are skipped, the
+# stopped one resumes), then ship the last stage's model into the package and measure it on
+# held-out scenes (docs/training.md).
 train-default: $(STAMP)
-	for n in 1 2 3 4 5 6 7; do \
-		if [ $$n = 1 ]; then run=default; config=default_model; \
-		else run=default_stage$$n; config=default_model_stage$$n; fi; \
-		$(BIN)/python -m samkit.train --config configs/$$config.json --out runs/$$run \
-			$$(test -d runs/$$run/checkpoints && echo --resume) || exit 1; \
-	done
-	$(BIN)/python tools/bundle_default.py runs/default_stage7
+	$(BIN)/python -m samkit.train --pipeline configs/default_model.json --runs runs
+	$(BIN)/python tools/bundle_default.py --pipeline configs/default_model.json --runs runs
 	$(BIN)/samkit eval --model samkit_default --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 test: $(STAMP) browser
@@ -70,7 +67,7 @@ PEER_SPEC ?= torch==2.14.1 torchvision==0.29.1 segment-anything==1.0 safetensors
 	pycocotools opencv-python-headless scikit-image \
 	mobilesam-mirror==1.0.0 timm==1.0.31 transformers==5.24.0
 
-.PHONY: peer-venv goldens zoo-goldens
+.PHONY: peer-venv goldens zoo-goldens api-golden train-step-golden
 peer-venv: $(PEER_VENV)/.installed
 $(PEER_VENV)/.installed:
 	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
@@ -82,6 +79,14 @@ goldens: peer-venv
 
 zoo-goldens: peer-venv
 	$(PEER_VENV)/bin/python tools/make_zoo_goldens.py --out tests/goldens
+
+# The official package's public names and signatures (tests/test_api_surface.py) and a
+# MedSAM-style training step's loss and gradients on its modules (tests/test_train_step_parity.py).
+api-golden: peer-venv
+	$(PEER_VENV)/bin/python tools/make_api_golden.py --out tests/goldens
+
+train-step-golden: peer-venv
+	$(PEER_VENV)/bin/python tools/make_train_step_golden.py
 
 # Benchmarks: the peer venv with samkit (editable) and onnxruntime added, so that samkit and the
 # official package run under the same torch in one process. `make bench` runs the commands of

@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samkit.build import sam_model_registry
+from samkit.build import sam_model_registry, variant_registry
 from samkit.checkpoints import CheckpointError
 from samkit.data import make_scene
+from samkit.masks import batched_mask_to_box
 from samkit.train import (
     TrainConfig,
     dice_loss,
     focal_loss,
     iou_loss,
-    mask_boxes,
     mask_iou,
     mask_loss,
     noisy_boxes,
@@ -28,6 +28,7 @@ from samkit.train import (
     sample_points_in,
     train,
 )
+from samkit.train.checkpoint import latest_checkpoint, load_checkpoint
 from samkit.train.step import (
     _with_protocol_clicks,
     resize_matrix,
@@ -36,8 +37,6 @@ from samkit.train.step import (
     train_step,
 )
 from samkit.train.trainer import build_optimizer, new_model
-
-CONFIG = Path(__file__).parents[1] / "configs" / "default_model.json"
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +154,7 @@ def test_protocol_click_prob_mixes_draws_and_at_zero_draws_nothing() -> None:
     target = _masks()
     drawn = sample_points_in(target, torch.Generator().manual_seed(0))
     ones = torch.ones(3, dtype=torch.int)
-    config = TrainConfig.load(CONFIG)
+    config = TrainConfig()
     assert config.protocol_click_prob == 0
     gen = torch.Generator().manual_seed(4)
     before = gen.get_state()
@@ -180,7 +179,7 @@ def test_boxes_and_their_noise() -> None:
     masks = torch.zeros(2, 400, 400, dtype=torch.bool)
     masks[0, 50:350, 20:380] = True  # big: noise std 30-36 px, clipped at 20
     masks[1, 100:150, 200:300] = True  # small: std 5 px (y) and 10 px (x)
-    tight = mask_boxes(masks)
+    tight = batched_mask_to_box(masks)
     assert tight.tolist() == [[20, 50, 379, 349], [200, 100, 299, 149]]
     gen = torch.Generator().manual_seed(2)
     masks = masks.repeat(200, 1, 1)  # 200 draws for each box at once
@@ -191,9 +190,28 @@ def test_boxes_and_their_noise() -> None:
     assert std[0] == pytest.approx(10, rel=0.2) and std[1] == pytest.approx(5, rel=0.2)
 
 
+def test_training_boxes_are_samkit_masks_boxes() -> None:
+    # One implementation of a mask's box: training's own copy (mask_boxes) is gone, and the
+    # noisy boxes sit around samkit.masks' boxes, empty masks (box 0, 0, 0, 0) included.
+    import samkit.train
+    import samkit.train.prompts
+
+    assert not hasattr(samkit.train.prompts, "mask_boxes")
+    assert "mask_boxes" not in samkit.train.__all__
+    masks = torch.zeros(3, 30, 40, dtype=torch.bool)
+    masks[0, 3:9, 5:25] = True
+    masks[1, 29, 39] = True  # one pixel in the last row and column
+    tight = batched_mask_to_box(masks).float()
+    assert tight.tolist() == [[5, 3, 24, 8], [39, 29, 39, 29], [0, 0, 0, 0]]
+    draws = noisy_boxes(masks.repeat(400, 1, 1), torch.Generator().manual_seed(3))
+    mean = draws.reshape(400, 3, 4).mean(dim=0)  # (3, 4)
+    assert torch.allclose(mean[0], tight[0], atol=0.3)  # std 2 px (x) and 0.6 px (y)
+    assert (draws.reshape(400, 3, 4)[:, 1:] - tight[1:]).abs().max() < 0.5  # 1 px: std 0.1
+
+
 # -- training ----------------------------------------------------------------------------------
 def tiny_config(**changes: object) -> TrainConfig:
-    config = TrainConfig.load(CONFIG)
+    config = TrainConfig(precision="fp32")  # the same steps on every CPU
     small = dict(
         model="samkit_tiny", masks_per_step=3, min_rounds=2, max_rounds=2, lr=2e-3,
         warmup_steps=1, total_steps=100, lr_milestones=(50,), val_scenes=1, scene_size=256,
@@ -206,11 +224,9 @@ def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh(tmp_path: Pa
 
     from samkit.build import seeded_init_
 
-    source = seeded_init_(sam_model_registry["samkit_narrow"](), 5).state_dict()
+    source = seeded_init_(variant_registry["samkit_narrow"](), 5).state_dict()
     prefixes = ("image_encoder.blocks.", "image_encoder.pos_embed")
-    config = dataclasses.replace(
-        TrainConfig.load(CONFIG), model="samkit_default", init_from="x.safetensors"
-    )
+    config = TrainConfig(model="samkit_default", init_from="x.safetensors")
     fresh = new_model(config).state_dict()
     started = new_model(dataclasses.replace(config, init_only=prefixes), source).state_dict()
     for k, v in started.items():
@@ -225,14 +241,6 @@ def test_init_only_takes_the_named_tensors_and_keeps_the_rest_fresh(tmp_path: Pa
     save_file(started, str(tmp_path / "wide.safetensors"))  # the builder loads its checkpoint
     rebuilt = sam_model_registry["samkit_default"](checkpoint=tmp_path / "wide.safetensors")
     assert all(torch.equal(v, started[k]) for k, v in rebuilt.state_dict().items())
-
-
-def test_config_rejects_unknown_fields(tmp_path: Path) -> None:
-    values = json.loads(CONFIG.read_text())
-    values["learning_rate"] = 1.0
-    (tmp_path / "c.json").write_text(json.dumps(values))
-    with pytest.raises(ValueError, match="learning_rate"):
-        TrainConfig.load(tmp_path / "c.json")
 
 
 def test_learning_rate_schedule() -> None:
@@ -320,3 +328,47 @@ def test_a_later_stage_starts_from_the_weights_it_names(tmp_path: Path) -> None:
     assert not all(torch.equal(fresh.state_dict()[k], staged[k]) for k in a)
     with pytest.raises(CheckpointError, match=r"nowhere\.safetensors"):
         train(dataclasses.replace(config, init_from="nowhere.safetensors"), tmp_path / "bad")
+
+
+# -- devices and precision -------------------------------------------------------------------
+def test_the_step_trains_in_the_configs_precision() -> None:
+    scene = make_scene(0, 0, 256)
+
+    def one_step(precision: str) -> dict[str, torch.Tensor]:
+        config = tiny_config(precision=precision)
+        model = new_model(config)
+        train_step(model, build_optimizer(model, config), [scene], [0], config)
+        return model.state_dict()
+
+    fp32, again, bf16 = one_step("fp32"), one_step("fp32"), one_step("bf16")
+    assert all(torch.equal(fp32[k], again[k]) for k in fp32)
+    assert not all(torch.equal(fp32[k], bf16[k]) for k in fp32)  # autocast did run in bf16
+
+
+def test_a_bad_device_or_precision_fails_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="devices here: cpu"):
+        train(tiny_config(), tmp_path / "run", device="gpu")
+    with pytest.raises(ValueError, match="precision"):
+        train(dataclasses.replace(tiny_config(), precision="fp16"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_loads_onto_the_device_of_the_model(tmp_path: Path) -> None:
+    # A checkpoint holds no device: weights and optimizer state come back on the model's device
+    # (here the CPU; a GPU run resumes on a CPU and back the same way).
+    config = tiny_config()
+    trained = train(config, tmp_path / "run", max_steps=1, device="cpu")
+    found = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert found is not None
+    model = new_model(config).to(torch.device("cpu"))
+    optimizer = build_optimizer(model, config)
+    state = load_checkpoint(found, model)
+    optimizer.load_state_dict(state.optimizer)
+    assert state.step == 1 and state.torch_rng.device.type == "cpu"
+    saved = trained.state_dict()
+    assert all(torch.equal(v, saved[k]) and v.device == model.device
+               for k, v in model.state_dict().items())  # fmt: skip
+    moments = [v for p in optimizer.state for k, v in optimizer.state[p].items() if k != "step"]
+    assert moments and all(v.device == model.device for v in moments)
+    resumed = train(config, tmp_path / "run", resume=True, max_steps=1, device=torch.device("cpu"))
+    assert resumed.device == torch.device("cpu")

@@ -1,5 +1,5 @@
 """Data-parallel training: two processes under torchrun (gloo, CPU) take the same steps as one
-process that trains on both processes' images at once."""
+process that trains on both processes' images at once; the backend follows the device."""
 
 from __future__ import annotations
 
@@ -10,20 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from samkit.checkpoints import read_state_dict
-from samkit.train import TrainConfig, train
-
-CONFIG = Path(__file__).parents[1] / "configs" / "default_model.json"
+from samkit.train import TrainConfig, distributed, train
+from samkit.train.config import RunOptions
 
 
 def small_config(**changes: object) -> TrainConfig:
-    config = TrainConfig.load(CONFIG)
+    config = TrainConfig(precision="fp32")
     small = dict(
         model="samkit_tiny", masks_per_step=2, min_rounds=1, max_rounds=2, lr=2e-3,
         warmup_steps=1, total_steps=100, lr_milestones=(50,), val_scenes=0, scene_size=256,
-        torch_threads=1, log_every=1,
     )  # fmt: skip
     return dataclasses.replace(config, **{**small, **changes})  # type: ignore[arg-type]
 
@@ -35,7 +34,7 @@ def test_two_processes_equal_one_process_with_their_images(tmp_path: Path) -> No
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "samkit.train", "--config", str(config_path), "--out", str(tmp_path / "ddp"),
-        "--max-steps", "1",
+        "--max-steps", "1", "--device", "cpu", "--threads", "1",
     ]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,9 +44,27 @@ def test_two_processes_equal_one_process_with_their_images(tmp_path: Path) -> No
 
     # One step: later Adam steps divide by tiny second moments, which magnifies the rounding
     # differences of summing gradients in another order far beyond any sensible tolerance.
-    single = train(small_config(images_per_step=2), tmp_path / "one", max_steps=1).state_dict()
-    before = train(small_config(images_per_step=2), tmp_path / "zero", max_steps=0).state_dict()
-    moved = max(float((single[k] - before[k]).abs().max()) for k in single)
+    one = RunOptions(threads=1)  # as each process: another thread count sums in another order
+    single = train(small_config(images_per_step=2), tmp_path / "one", max_steps=1, options=one)
+    before = train(small_config(images_per_step=2), tmp_path / "zero", max_steps=0, options=one)
+    weights, start = single.state_dict(), before.state_dict()
+    moved = max(float((weights[k] - start[k]).abs().max()) for k in weights)
     assert moved > 1e-4  # the steps did change the weights...
-    for key, value in single.items():  # ...and both runs changed them alike
+    for key, value in weights.items():  # ...and both runs changed them alike
         torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_the_process_group_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torchrun's environment for process 1 of 2: CUDA means one GPU per process (nccl), and
+    # a device another process owns, or one no backend serves, is refused before joining.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match="cuda:LOCAL_RANK"):
+        distributed.setup(torch.device("cuda", 0))
+    with pytest.raises(ValueError, match=r"cuda.*nccl.*cpu.*gloo"):
+        distributed.setup(torch.device("mps"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="LOCAL_RANK 1"):
+            distributed.setup(torch.device("cuda"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.setup(torch.device("cpu")) == (0, 1, torch.device("cpu"))

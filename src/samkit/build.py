@@ -83,7 +83,7 @@ def build_samkit_tiny(checkpoint: str | Path | None = None) -> Sam:
 
 def build_samkit_default(checkpoint: str | Path | None = None) -> Sam:
     """samkit's bundled default model (~6M parameters), trained on synthetic scenes by
-    `make train-default` (`configs/default_model*.json`). Its encoder trunk is sized for
+    `make train-default` (`configs/default_model.json`). Its encoder trunk is sized for
     training on a 2-core CPU: a 128 px input with 4 px patches gives a 32x32 embedding grid, so
     the low-res masks (4x the grid) are the input's full resolution. 8 px patches (16x16 grid,
     64x64 masks) trained far slower: a token must then describe the exact outline of objects
@@ -99,7 +99,7 @@ def build_samkit_narrow(checkpoint: str | Path | None = None) -> Sam:
     """samkit_default's encoder trunk with a narrow prompt encoder and mask decoder (96 wide,
     4 heads), ~2M parameters and ~3x cheaper a training step: stages 1-3 of
     `make train-default` train the trunk with it (it was the bundled model until the full
-    decoder overtook it)."""
+    decoder overtook it). Training-only: in `training_only_registry`, not `sam_model_registry`."""
     return _samkit_trunk_sam(
         checkpoint,
         prompt_embed_dim=96,
@@ -225,8 +225,13 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_t": build_sam_vit_t,
     "samkit_tiny": build_samkit_tiny,
     "samkit_default": build_samkit_default,
-    "samkit_narrow": build_samkit_narrow,
 }
+# Architectures only training builds: no weights of theirs load by name, so they stay out of
+# the public registry. A weights file of one (a run's model.safetensors) still loads by path.
+training_only_registry: dict[str, Callable[..., Sam]] = {
+    "samkit_narrow": build_samkit_narrow,  # stages 1-3 of configs/default_model.json
+}
+variant_registry = {**sam_model_registry, **training_only_registry}  # every variant samkit builds
 
 
 def seeded_init_(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .data.folders import SampleSource
+from .devices import PRECISIONS
 from .modeling import Sam
 
 
@@ -128,23 +129,38 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
         "and after (default 0.1; at least one image)",
     )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N or mps, for training and the before/after evaluation "
+        "(default: cuda when available, else cpu)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="training autocast (default: the recipe's; auto = bf16 on CUDA and on CPUs with "
+        "AVX-512 BF16 or AMX, else fp32)",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.set_defaults(handler=_finetune)
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
 
-    from . import load
+    from . import devices, load
     from .eval import report
     from .loading import detect_variant
     from .train import train
-    from .train.config import finetune_config
+    from .train.config import finetune_config, finetune_options
     from .train.sources import DatasetSource, split_holdout
 
     if args.steps < 1:
         raise ValueError(f"--steps must be positive; got {args.steps}")
-    model = load(args.model)
+    device = devices.resolve_device(args.device)  # before any work starts
+    model = load(args.model, device=device)
     weights = model.state_dict()
     config = finetune_config(
         detect_variant(weights),
@@ -152,8 +168,9 @@ def _finetune(args: argparse.Namespace) -> int:
         steps=args.steps,
         lr=args.lr,
         freeze_image_encoder=args.freeze_encoder,
-        threads=args.threads,
     )
+    if args.precision is not None:
+        config = dataclasses.replace(config, precision=args.precision)
     training, held_out = split_holdout(dataset(args), args.holdout, seed=config.seed)
     out = Path(args.out)
 
@@ -170,6 +187,8 @@ def _finetune(args: argparse.Namespace) -> int:
         resume=args.resume,
         source=DatasetSource(training, model.img_size, config.seed),
         init_weights=weights,
+        device=device,
+        options=finetune_options(args.steps, args.threads),
     )
     after = measure(tuned.eval())
     lines = [f"held-out images: {len(held_out)}", "", "before:", report.to_markdown(before)]

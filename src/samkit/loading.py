@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .build import sam_model_registry, seeded_init_
+from .build import sam_model_registry, seeded_init_, training_only_registry, variant_registry
 from .modeling import Sam
 
 # Variants with no trained weights: `load` fills them with these seeds.
@@ -32,6 +32,12 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
     from .layouts import to_samkit
 
     key = os.fspath(name_or_path)
+    if key in training_only_registry and not Path(key).is_file():
+        raise ValueError(
+            f"{key} is an architecture only training builds (a stage of the bundled model's "
+            "training, configs/default_model.json) and has no weights to load by name; pass a "
+            "weights file of it, e.g. runs/default_stage3/model.safetensors"
+        )
     if (key in sam_model_registry or key in KNOWN_WEIGHTS) and not Path(key).is_file():
         name = "vit_h" if key == "default" else key
         variant = KNOWN_WEIGHTS[name].variant if name in KNOWN_WEIGHTS else name
@@ -55,7 +61,7 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
             )
         state_dict, _ = to_samkit(read_state_dict(path))
         variant = detect_variant(state_dict, path)
-        model = sam_model_registry[variant]()
+        model = variant_registry[variant]()
         load_weights(model, state_dict, variant=variant)
     return model.to(device or "cpu").eval()
 
@@ -75,7 +81,7 @@ def bundled_path(name: str) -> Path:
 def _variant_shapes(name: str) -> dict[str, tuple[int, ...]]:
     """State-dict key -> shape of a registry variant (built once, on the meta device)."""
     with torch.device("meta"):
-        model = sam_model_registry[name]()
+        model = variant_registry[name]()
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -88,16 +94,16 @@ def detect_variant(state_dict: dict[str, torch.Tensor], path: Path | None = None
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     if path is not None:
         named = read_metadata(path).get(VARIANT_KEY)
-        if named in sam_model_registry and _variant_shapes(named) == shapes:
+        if named in variant_registry and _variant_shapes(named) == shapes:
             return named
-    for name in sam_model_registry:
+    for name in variant_registry:
         if name != "default" and _variant_shapes(name) == shapes:
             return name
     where = f" in {path}" if path is not None else ""
     sample = ", ".join(list(state_dict)[:3])
     raise ValueError(
         f"the weights{where} ({len(state_dict)} tensors: {sample}, ...) match none of the known "
-        f"SAM variants ({', '.join(n for n in sam_model_registry if n != 'default')}) in the "
+        f"SAM variants ({', '.join(n for n in variant_registry if n != 'default')}) in the "
         "official, MobileSAM, Hugging Face (transformers SamModel) or samkit layout; "
         "is this a checkpoint of another model?"
     )

@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import prompts
+from . import devices, prompts
 from .modeling import Sam
 from .modeling.transformer import ImageKeys
 from .transforms import ResizeLongestSide
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -41,8 +39,10 @@ class SamPredictor:
         (faster only on CPUs with native bf16 matmuls, e.g. AVX-512 BF16 / AMX, and GPUs;
         outputs stay float32).
         """
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
+        if precision not in devices.DTYPES:
+            raise ValueError(
+                f"precision must be one of {sorted(devices.DTYPES)}; got {precision!r}"
+            )
         self.model = sam_model
         self.precision = precision
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
@@ -50,9 +50,7 @@ class SamPredictor:
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of the chosen precision (a no-op for fp32)."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+        return devices.autocast(self.device, self.precision)
 
     # -- image --------------------------------------------------------------------------
     def set_image(self, image: Any, image_format: str = "RGB") -> None:
@@ -211,14 +209,22 @@ class SamPredictor:
         points = (point_coords, point_labels) if point_coords is not None else None
         with self.autocast():
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            low_res_masks, iou_predictions = self.model.mask_decoder(
-                image_embeddings=state.features,
-                image_pe=state.image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask_output,
-                prepared=state.prepared if mask_input is None else None,
-            )
+            decoder = self.model.mask_decoder
+            if mask_input is None:  # every prompt shares the image's prepared keys
+                low_res_masks, iou_predictions = decoder.predict_prepared(
+                    image_pe=state.image_pe,
+                    sparse_prompt_embeddings=sparse,
+                    prepared=state.prepared,
+                    multimask_output=multimask_output,
+                )
+            else:
+                low_res_masks, iou_predictions = decoder(
+                    image_embeddings=state.features,
+                    image_pe=state.image_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask_output,
+                )
         low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()
         masks = self.model.postprocess_masks(low_res_masks, state.input_size, state.original_size)
         if not return_logits:

@@ -2,13 +2,7 @@
 
 from .config import TrainConfig
 from .losses import dice_loss, focal_loss, iou_loss, mask_iou, mask_loss
-from .prompts import (
-    mask_boxes,
-    noisy_boxes,
-    protocol_points,
-    sample_error_points,
-    sample_points_in,
-)
+from .prompts import noisy_boxes, protocol_points, sample_error_points, sample_points_in
 from .trainer import train, validate
 
 __all__ = [
@@ -16,7 +10,6 @@ __all__ = [
     "dice_loss",
     "focal_loss",
     "iou_loss",
-    "mask_boxes",
     "mask_iou",
     "mask_loss",
     "noisy_boxes",

@@ -5,6 +5,10 @@ scheduler, step, torch RNG state, config; only tensors and plain containers, so 
 `torch.load(weights_only=True)`). The folder is written under a temporary name and renamed,
 then `latest.json` is replaced atomically to point at it: a run killed at any moment leaves
 a complete checkpoint behind.
+
+Checkpoints do not depend on the device that wrote them: everything is read onto the CPU
+(`map_location="cpu"`) and then copied to wherever the model already is, so a run trained on a
+GPU resumes on a CPU and back.
 """
 
 from __future__ import annotations
@@ -80,7 +84,10 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: nn.Module) -> TrainState:
-    """Load weights into `model` (strictly) and return the rest of the training state."""
+    """Load weights into `model` (strictly, onto the device it is on) and return the rest of
+    the training state, read onto the CPU: `torch.optim.Optimizer.load_state_dict` then moves
+    each optimizer state tensor to its parameter's device (AdamW's step counts stay on the CPU,
+    where AdamW keeps them), and the torch RNG state is the CPU generator's."""
     load_weights(model, read_state_dict(path / "model.safetensors"))
     raw = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     return TrainState(

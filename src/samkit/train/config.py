@@ -1,7 +1,10 @@
-"""Training hyperparameters: one dataclass, read from one JSON file.
+"""Training hyperparameters: what a run learns (`TrainConfig`, the recipe, read from JSON) and
+how it is operated (`RunOptions`: threads, checkpoint and validation intervals, logging),
+which the command line chooses and a resumed run may change.
 
-The JSON file names every field; a "notes" object beside them gives the reason for each odd
-value. Unknown or missing fields are errors, so a typo cannot silently fall back to a default.
+A JSON config names only the fields it changes from the defaults below (the bundled model's
+recipe; the reason for each odd value is beside it). An unknown field is an error, so a typo
+cannot silently fall back to a default. A pipeline of several configs is `pipeline.py`.
 """
 
 from __future__ import annotations
@@ -9,55 +12,80 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..build import variant_registry
+from ..devices import PRECISIONS
 from .losses import FOCAL_ALPHA
+
+# Fields that configs (and the checkpoints of older runs) held until they became run options:
+# config field -> RunOptions field.
+MOVED_TO_RUN_OPTIONS = {
+    "torch_threads": "threads",
+    "log_every": "log_every",
+    "checkpoint_minutes": "checkpoint_minutes",
+    "val_minutes": "val_minutes",
+    "keep_checkpoints": "keep_checkpoints",
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str  # name in sam_model_registry
-    torch_threads: int
-    seed: int  # model initialisation and per-step prompt sampling
-    train_scene_seed: int  # training scenes: scene i of step i
-    val_scene_seed: int  # held-out scenes, a different seed stream
-    val_scenes: int
-    val_clicks: int
-    scene_size: int  # px, must equal the model's input size
-    images_per_step: int  # images per optimizer step and process (gradients summed)
-    masks_per_step: int  # prompts decoded per image, sharing one encoder pass
-    min_rounds: int  # prompt rounds per step, drawn uniformly in [min_rounds, max_rounds]
-    max_rounds: int
-    mask_only_prob: float  # chance that a round after the first adds no point
-    loss_size: int  # px side at which mask losses are computed (a divisor of scene_size)
-    box_prob: float  # chance that a mask's first prompt is a noisy box instead of a point
-    lr: float
-    weight_decay: float
-    betas: tuple[float, float]
-    warmup_steps: int
-    total_steps: int
-    lr_milestones: tuple[int, ...]  # steps where the learning rate is multiplied by lr_gamma
-    lr_gamma: float
-    grad_clip: float  # max global gradient norm; 0 disables clipping
-    bf16: bool  # torch.autocast("cpu", bfloat16) for the forward passes
-    freeze_image_encoder: bool  # decoder-only training
-    log_every: int  # steps between log records
-    checkpoint_minutes: float
-    keep_checkpoints: int
-    val_minutes: float
+    """The recipe of a training run; every field changes the steps it takes, so a run resumes
+    only under the config it started with (see `trainer.OPERATIONAL` for the exceptions)."""
+
+    model: str = "samkit_default"  # name in build.variant_registry
+    seed: int = 0  # model initialisation and per-step prompt sampling
+    train_scene_seed: int = 1  # training scenes: scene i of step i (one fresh scene a step)
+    val_scene_seed: int = 2  # held-out scenes, another seed stream (the final eval takes 3)
+    val_scenes: int = 32  # ~600 masks, a few hundred of each kind; 0: no validation
+    val_clicks: int = 3
+    scene_size: int = 128  # px, must equal the model's input size (samkit_default's)
+    images_per_step: int = 1  # images per optimizer step and process (gradients summed)
+    # prompts decoded per image, sharing one encoder pass (scenes hold 8-25 masks); the
+    # decoder runs once per mask and round, so this sets the step cost
+    masks_per_step: int = 16
+    # prompt rounds per step, drawn uniformly in [min_rounds, max_rounds]: 1 click and 1
+    # correction always; the paper trains 11, 4 covers the 1-3 clicks we are judged on
+    min_rounds: int = 2
+    max_rounds: int = 4
+    mask_only_prob: float = 0.15  # chance a round after the first adds no point (paper ~2/11)
+    loss_size: int = 128  # px side at which mask losses are computed (a divisor of scene_size)
+    box_prob: float = 0.5  # chance a mask's first prompt is a noisy box, not a point (paper)
+    # SAM used 8e-4 at 256 images a batch; one image a step is a much noisier gradient
+    lr: float = 4e-4
+    weight_decay: float = 0.05  # SAM: 0.1 with limited data; fresh scenes each step need less
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 250  # linear warm-up, as SAM
+    total_steps: int = 7500
+    lr_milestones: tuple[int, ...] = (5600, 6900)  # x lr_gamma at ~75% and ~92% (SAM: 67, 96)
+    lr_gamma: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm (one-image batches); 0 disables clipping
+    # autocast of the forward passes: "fp32", "bf16", or "auto", which a run turns into bf16
+    # where bf16 matmuls are native (CUDA, AVX-512 BF16 / AMX CPUs; bf16 was ~8x slower than
+    # fp32 on an AVX2 CPU) and fp32 elsewhere, and records; resumed, "auto" keeps the record
+    precision: str = "auto"
+    freeze_image_encoder: bool = False  # decoder-only training
     init_from: str = ""  # weights file to start from (a later stage of a run); "" = fresh weights
     # with init_from: take only the tensors whose names start with one of these prefixes (the
     # rest keep their fresh values), e.g. to start a wider model on a trained encoder trunk
     init_only: tuple[str, ...] = ()
-    focal_alpha: float = FOCAL_ALPHA  # focal loss's weight on object pixels (1 - it on background)
+    # The last two keep what runs did before they existed: a checkpoint written then resumes
+    # with them. focal loss's weight on object pixels (1 - it on background):
+    focal_alpha: float = FOCAL_ALPHA
     # chance that a point prompt is the click protocol's (the most interior point of the mask,
     # or of the largest error region) rather than a uniform draw; 0 = the paper's uniform draws
     protocol_click_prob: float = 0.0
-    notes: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> why its value
 
     def __post_init__(self) -> None:
+        if self.model not in variant_registry:
+            raise ValueError(
+                f"model must be one of {', '.join(variant_registry)}; got {self.model!r}"
+            )
         if not 1 <= self.min_rounds <= self.max_rounds:
             raise ValueError(
                 f"need 1 <= min_rounds <= max_rounds; got {self.min_rounds}, {self.max_rounds}"
@@ -66,6 +94,10 @@ class TrainConfig:
             raise ValueError("images_per_step, masks_per_step and total_steps must be positive")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing; got {self.lr_milestones}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"
+            )
         if not (0 < self.focal_alpha < 1 or self.focal_alpha == -1):
             raise ValueError(
                 f"focal_alpha must be in (0, 1), or -1 for none; got {self.focal_alpha}"
@@ -78,38 +110,52 @@ class TrainConfig:
             raise ValueError("init_only names tensors of init_from, which is not set")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        required = {
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        }
-        missing = sorted(required - set(values))
-        if unknown or missing:
-            raise ValueError(f"bad training config: unknown fields {unknown}, missing {missing}")
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The config of JSON `values`; fields left out take their defaults. The older
+        `bf16: true/false` is read as precision "bf16"/"fp32"; an unknown field, or one that
+        is a run option now, is a ValueError that says so."""
         values = dict(values)
-        values["betas"] = tuple(values["betas"])
-        values["lr_milestones"] = tuple(values["lr_milestones"])
-        values["init_only"] = tuple(values.get("init_only", ()))
+        if "bf16" in values:
+            if "precision" in values:
+                raise ValueError("bad training config: give precision or the older bf16, not both")
+            values["precision"] = "bf16" if values.pop("bf16") else "fp32"
+        moved = [k for k in MOVED_TO_RUN_OPTIONS if k in values]
+        if moved:
+            flags = ", ".join(f"--{MOVED_TO_RUN_OPTIONS[k].replace('_', '-')}" for k in moved)
+            raise ValueError(
+                f"bad training config: {', '.join(moved)} are run options now, not part of the "
+                f"recipe; remove them and pass {flags} to `python -m samkit.train` instead"
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(
+                f"bad training config: unknown fields {unknown}; the fields are {', '.join(names)}"
+            )
+        for name in ("betas", "lr_milestones", "init_only"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        """The optional fields and their defaults, as JSON values."""
-        return {
-            f.name: json.loads(json.dumps(f.default))
-            for f in dataclasses.fields(cls)
-            if f.default is not dataclasses.MISSING
-        }
+    def from_saved(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The config a run of any samkit version stored (in its checkpoints and config.json):
+        the run options it may hold are dropped, `bf16` is read as precision, and fields added
+        since take their defaults, which is what the run trained with."""
+        return cls.from_dict({k: v for k, v in values.items() if k not in MOVED_TO_RUN_OPTIONS})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            values = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read training config {path}: {e}") from e
+        if isinstance(values, dict) and "stages" in values:
+            raise ValueError(f"{path} is a pipeline of stages: pass it with --pipeline")
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,6 +167,26 @@ class TrainConfig:
         return float(self.lr_gamma ** sum(step >= m for m in self.lr_milestones))
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is operated, not what it learns: the command-line options of
+    `python -m samkit.train`, free to change when a run resumes."""
+
+    threads: int | None = None  # torch CPU threads; None keeps torch's choice (one per core)
+    log_every: int = 25  # steps a log record averages (one scene each: smooths their noise)
+    checkpoint_minutes: float = 5.0  # a killed run loses at most this much work
+    val_minutes: float = 30.0  # validation takes a minute or two on a CPU: ~5% of the time
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be positive; got {self.threads}")
+        if min(self.log_every, self.keep_checkpoints) < 1:
+            raise ValueError("log_every and keep_checkpoints must be positive")
+        if min(self.checkpoint_minutes, self.val_minutes) <= 0:
+            raise ValueError("checkpoint_minutes and val_minutes must be positive")
+
+
 def finetune_config(
     model: str,
     image_size: int,
@@ -128,39 +194,30 @@ def finetune_config(
     steps: int,
     lr: float,
     freeze_image_encoder: bool,
-    threads: int,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> TrainConfig:
     """The recipe `samkit finetune` uses: the paper's prompting and losses at a fine-tuning
     learning rate, warm-up over the first 5% of steps, 10x decays at 2/3 and 9/10 of them."""
     return TrainConfig(
         model=model,
-        torch_threads=threads,
         seed=seed,
         train_scene_seed=seed,
         val_scene_seed=seed + 1,
         val_scenes=0,  # evaluate afterwards with `samkit eval` on held-out data
-        val_clicks=3,
         scene_size=image_size,
-        images_per_step=1,
-        masks_per_step=16,
         min_rounds=1,
         max_rounds=3,
-        mask_only_prob=0.15,
         loss_size=min(image_size, 256),
-        box_prob=0.5,
         lr=lr,
-        weight_decay=0.05,
-        betas=(0.9, 0.999),
         warmup_steps=max(1, steps // 20),
         total_steps=steps,
         lr_milestones=(max(1, 2 * steps // 3), max(1, 9 * steps // 10)),
-        lr_gamma=0.1,
-        grad_clip=1.0,
-        bf16=False,
+        precision=precision,
         freeze_image_encoder=freeze_image_encoder,
-        log_every=max(1, min(25, steps // 20)),
-        checkpoint_minutes=5,
-        keep_checkpoints=2,
-        val_minutes=1e9,
     )
+
+
+def finetune_options(steps: int, threads: int | None) -> RunOptions:
+    """The run options of `samkit finetune`: about 20 log records a run, 2 checkpoints kept."""
+    return RunOptions(threads=threads, log_every=max(1, min(25, steps // 20)), keep_checkpoints=2)

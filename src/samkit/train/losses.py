@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import masks
+
 FOCAL_WEIGHT = 20.0  # the paper's 20:1 focal:dice ratio
 DICE_WEIGHT = 1.0
 FOCAL_ALPHA = 0.25  # focal loss's weight on object pixels, detection's default (Lin et al.)
@@ -53,11 +55,7 @@ def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """IoU of the predicted mask (logits > 0) with the target, per mask: (...).
 
     Two empty masks have IoU 1."""
-    pred = logits > 0
-    truth = targets > 0.5
-    inter = (pred & truth).sum(dim=(-2, -1)).float()
-    union = (pred | truth).sum(dim=(-2, -1)).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return masks.mask_iou(logits > 0, targets > 0.5)
 
 
 def iou_loss(iou_pred: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ The first prompt of each mask is a positive point drawn uniformly inside it or i
 box with noise; each later point is drawn uniformly from the error region of the previous
 prediction, positive where the prediction missed the object (false negative) and negative
 where it spilled over (false positive). All functions are batched over B masks, follow the
-input's device, and draw their randomness from an explicit `torch.Generator`.
+input's device, and draw their randomness from an explicit CPU `torch.Generator` (moved to the
+input's device after drawing, so a seed draws the same numbers on every device).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from ..eval.clicks import first_click, next_click
+from ..masks import batched_mask_to_box
 
 BOX_NOISE_FRACTION = 0.1  # noise std as a fraction of the box side (paper)
 BOX_NOISE_MAX = 20.0  # px; no corner moves further than this (paper)
@@ -37,28 +39,13 @@ def sample_points_in(masks: torch.Tensor, generator: torch.Generator) -> torch.T
     return _uniform_pixel(masks, generator)
 
 
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight boxes of (B, H, W) bool masks: (B, 4) XYXY pixel indices (x1, y1 inclusive);
-    an empty mask gives (0, 0, 0, 0)."""
-    _, h, w = masks.shape
-    rows = masks.any(dim=2)  # (B, H)
-    cols = masks.any(dim=1)  # (B, W)
-    ys = torch.arange(h, device=masks.device)
-    xs = torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ys, h).amin(1)
-    y1 = torch.where(rows, ys, -1).amax(1)
-    x0 = torch.where(cols, xs, w).amin(1)
-    x1 = torch.where(cols, xs, -1).amax(1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(masks.flatten(1).any(1)[:, None], boxes, torch.zeros_like(boxes))
-
-
 def noisy_boxes(masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Tight boxes of (B, H, W) masks with Gaussian corner noise: std 10% of the box side
-    along each axis, each corner offset clipped to 20 px, the box kept inside the image and
-    non-empty. Returns (B, 4) XYXY."""
+    """Tight boxes (`samkit.masks.batched_mask_to_box`: XYXY, max edges inclusive) of
+    (B, H, W) masks with Gaussian corner noise: std 10% of the box side along each axis, each
+    corner offset clipped to 20 px, the box kept inside the image and non-empty.
+    Returns (B, 4) float XYXY."""
     _, h, w = masks.shape
-    boxes = mask_boxes(masks)
+    boxes = batched_mask_to_box(masks).float()
     side = torch.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], 1)
     std = (BOX_NOISE_FRACTION * side).repeat(1, 2)  # (B, 4): x, y, x, y
     noise = torch.randn(boxes.shape, generator=generator).to(boxes.device) * std

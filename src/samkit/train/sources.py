@@ -2,7 +2,9 @@
 folder or a COCO file) fitted to the model's square input.
 
 A source maps a global image number (step * batch + position) to a `Scene`-like object with
-`image` (S, S, 3) uint8 and `masks` (N, S, S) bool, S the model's input size. Image numbers
+`image` (h, w, 3) uint8 whose longest side is S, the model's input size (synthetic scenes are
+S x S), and `masks` (N, S, S) bool, padded at the bottom and right as the model pads its input
+(`Sam.preprocess`, after normalising, exactly as for the predictor). Image numbers
 never repeat within a run, so the same number always means the same image: resuming and
 multi-process training see exactly the images a single process would have seen.
 """
@@ -18,6 +20,7 @@ import numpy as np
 
 from ..data import Scene, make_scene
 from ..data.folders import Sample, SampleSource
+from ..transforms import ResizeLongestSide
 
 MIN_MASK_AREA = 16  # px at the model's size; smaller masks are no useful training target
 
@@ -28,8 +31,8 @@ class TrainSource(Protocol):
 
 @dataclass(frozen=True)
 class FittedSample:
-    image: np.ndarray  # (S, S, 3) uint8, the sample resized (longest side S) and padded
-    masks: np.ndarray  # (N, S, S) bool
+    image: np.ndarray  # (h, w, 3) uint8, resized as the predictor resizes: max(h, w) = S
+    masks: np.ndarray  # (N, S, S) bool, resized alike and padded at the bottom and right
 
 
 class SyntheticSource:
@@ -44,8 +47,8 @@ class SyntheticSource:
 
 class DatasetSource:
     """Samples of a dataset in a fresh random order every epoch (seeded), each fitted to a
-    `size` x `size` input: the longest side resized to `size`, bottom and right padded with
-    zeros, as the predictor pads. Samples left with no usable mask are skipped."""
+    `size` x `size` input as the predictor fits an image (`fit_sample`). Samples left with no
+    usable mask are skipped."""
 
     def __init__(self, dataset: SampleSource, size: int, seed: int) -> None:
         if len(dataset) == 0:
@@ -96,13 +99,13 @@ def split_holdout(
 
 
 def fit_sample(sample: Sample, size: int) -> FittedSample:
-    """Resize `sample` so its longest side is `size` and pad it to a square; masks are resized
-    with nearest neighbours and those left smaller than MIN_MASK_AREA are dropped."""
-    h, w = sample.image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    image = np.zeros((size, size, 3), dtype=np.uint8)
-    image[:nh, :nw] = cv2.resize(sample.image, (nw, nh), interpolation=cv2.INTER_AREA)
+    """Resize `sample` so its longest side is `size` with the predictor's own resize
+    (`ResizeLongestSide.apply_image`, so the encoder sees in training what it sees in use);
+    masks are resized to the same (h, w) with nearest neighbours and padded to `size` squares,
+    and those left smaller than MIN_MASK_AREA are dropped."""
+    transform = ResizeLongestSide(size)
+    image = transform.apply_image(np.ascontiguousarray(sample.image))
+    nh, nw = image.shape[:2]
     masks = np.zeros((len(sample.masks), size, size), dtype=bool)
     for i, mask in enumerate(sample.masks):
         small = cv2.resize(mask.view(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)

@@ -13,11 +13,14 @@ IoU head's target is the IoU of the full-size mask.
 Each round is backpropagated as soon as its loss is known, into a detached copy of the image
 embedding whose gradient is passed through the encoder once at the end: the same gradient
 as one big sum, with only one round's activations in memory.
+
+Everything runs on the model's device, under autocast in `config.precision` ("auto": bf16 on
+CUDA and on CPUs with native bf16, else fp32; see `samkit.devices`). Random draws come from a
+CPU generator and are moved to the device, so a seed draws the same numbers on every device.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import devices
 from ..data import Scene
 from ..modeling import Sam
 from .config import TrainConfig
@@ -53,19 +57,20 @@ def step_generator(seed: int, index: int) -> torch.Generator:
 
 
 def scene_batch(
-    scene: Scene | FittedSample, k: int, generator: torch.Generator
+    scene: Scene | FittedSample, k: int, generator: torch.Generator, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scene image as (1, 3, H, W) float 0-255 and up to k of its masks, (B, H, W) bool."""
-    image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float()
+    """The scene image as (1, 3, h, w) float 0-255 and up to k of its masks, (B, S, S) bool,
+    both on `device`."""
+    image = torch.from_numpy(scene.image).to(device).permute(2, 0, 1)[None].float()
     masks = torch.from_numpy(scene.masks)
     if masks.shape[0] == 0:
         raise ValueError("scene has no objects to train on")
     pick = torch.randperm(masks.shape[0], generator=generator)[:k]
-    return image, masks[pick]
+    return image, masks[pick].to(device)
 
 
 @functools.cache
-def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
+def resize_matrix(n_in: int, n_out: int, device: torch.device | None = None) -> torch.Tensor:
     """(n_out, n_in) matrix M with M @ x equal to bilinear resizing of x along its first axis
     (align_corners=False, as F.interpolate and Sam.postprocess_masks). Upsampling a mask as
     M_h @ x @ M_w.T is a pair of matmuls, far faster to backpropagate on a CPU than
@@ -78,13 +83,7 @@ def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
     rows = torch.arange(n_out)
     m[rows, i0] += 1 - frac
     m[rows, i1] += frac
-    return m.float()
-
-
-def _autocast(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    if enabled:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return m.float().to(device)  # on `device` (None: the CPU), made once per device
 
 
 def train_step(
@@ -124,14 +123,15 @@ def _accumulate(
 ) -> StepStats:
     """Add `weight` times the gradient of one image's loss to the parameters' gradients."""
     gen = step_generator(config.seed, index)
-    image, targets = scene_batch(scene, config.masks_per_step, gen)
-    if image.shape[-1] != model.img_size or image.shape[-2] != model.img_size:
+    image, targets = scene_batch(scene, config.masks_per_step, gen, model.device)
+    size = model.img_size
+    if max(image.shape[-2:]) != size or targets.shape[-2:] != (size, size):
         raise ValueError(
-            f"scene is {tuple(image.shape[-2:])} px but the model takes {model.img_size} px "
+            f"scene is {tuple(image.shape[-2:])} px but the model takes {size} px "
             "squares; set scene_size to the model's input size"
         )
     train_encoder = not config.freeze_image_encoder
-    with _autocast(config.bf16), torch.set_grad_enabled(train_encoder):
+    with devices.autocast(model.device, config.precision), torch.set_grad_enabled(train_encoder):
         embedding = model.image_encoder(model.preprocess(image[0])[None])  # (1, C, h, w)
     leaf = embedding.detach().float().requires_grad_(train_encoder)
     stats = simulate_rounds(model, leaf, targets, gen, config, backward=True, weight=weight)
@@ -169,7 +169,7 @@ def _with_protocol_clicks(
     if config.protocol_click_prob == 0 or coords.shape[0] == 0:
         return coords, labels
     use = torch.rand(coords.shape[0], generator=generator) < config.protocol_click_prob
-    use &= targets.flatten(1).any(1).cpu()
+    use = use.to(coords.device) & targets.flatten(1).any(1)
     if not use.any():
         return coords, labels
     coords, labels = coords.clone(), labels.clone()
@@ -192,12 +192,13 @@ def simulate_rounds(
     (1, C, h, w) `embedding` is given. With `backward`, each round's loss (times `weight`,
     divided by the number of rounds) is backpropagated before the next round starts."""
     pe = model.prompt_encoder
+    device = embedding.device
     b, size = targets.shape[0], targets.shape[-1]
     n_rounds = int(
         torch.randint(config.min_rounds, config.max_rounds + 1, (1,), generator=generator)
     )
     use_box = torch.rand(b, generator=generator) < config.box_prob
-    order = torch.argsort(use_box.int(), stable=True)  # point-started masks first
+    order = torch.argsort(use_box.int(), stable=True).to(device)  # point-started masks first
     targets = targets[order]
     n_pt = int((~use_box).sum())
     tfloat = targets.float()[:, None]  # (B, 1, H, W)
@@ -206,11 +207,11 @@ def simulate_rounds(
         raise ValueError(f"loss_size {loss_size} must divide the scene size {size}")
     soft = F.avg_pool2d(tfloat, size // loss_size)  # (B, 1, L, L) fraction of object per cell
     boxes = noisy_boxes(targets[n_pt:], generator)  # (B - n_pt, 4)
-    coords = torch.zeros(b, 0, 2)
-    labels = torch.zeros(b, 0, dtype=torch.int)
+    coords = torch.zeros(b, 0, 2, device=device)
+    labels = torch.zeros(b, 0, dtype=torch.int, device=device)
     first, _ = _with_protocol_clicks(
         sample_points_in(targets[:n_pt], generator),
-        torch.ones(n_pt, dtype=torch.int),
+        torch.ones(n_pt, dtype=torch.int, device=device),
         None,
         targets[:n_pt],
         generator,
@@ -228,11 +229,12 @@ def simulate_rounds(
             )
             coords = torch.cat([coords, new[:, None]], dim=1)
             labels = torch.cat([labels, new_labels[:, None]], dim=1)
-        with _autocast(config.bf16):
+        with devices.autocast(device, config.precision):
             sparse, dense = [], []
             if n_pt:  # first point, then corrective points, then a padding point
                 pts = torch.cat([first[:, None], coords[:n_pt]], dim=1)
-                lbl = torch.cat([torch.ones(n_pt, 1, dtype=torch.int), labels[:n_pt]], dim=1)
+                one = torch.ones(n_pt, 1, dtype=torch.int, device=device)
+                lbl = torch.cat([one, labels[:n_pt]], dim=1)
                 masks_in = None if mask_input is None else mask_input[:n_pt]
                 s, d = pe(points=(pts, lbl), boxes=None, masks=masks_in)
                 sparse.append(s)
@@ -261,7 +263,7 @@ def simulate_rounds(
             if rows.stop == rows.start:
                 continue
             logits = low[rows, toks].float()  # (n, T, 4h, 4w)
-            resize = resize_matrix(logits.shape[-1], loss_size)
+            resize = resize_matrix(logits.shape[-1], loss_size, device)
             per_mask = mask_loss(resize @ logits @ resize.T, soft[rows], config.focal_alpha)
             with torch.no_grad():  # full-size masks, as the predictor returns them
                 full = F.interpolate(
@@ -275,7 +277,7 @@ def simulate_rounds(
             i_loss = iou_loss(ious, full, tfloat[rows]).mean(dim=1)
             losses.append(torch.stack([m_loss, i_loss], dim=1))  # (n, 2)
             pick = ious.argmax(dim=1)  # feed back the mask with the highest predicted IoU
-            n = torch.arange(logits.shape[0])
+            n = torch.arange(logits.shape[0], device=device)
             chosen_low.append(logits[n, pick].detach())
             chosen_pred.append(full[n, pick] > 0)
         per_prompt = torch.cat(losses)  # (B, 2)

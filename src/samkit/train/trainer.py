@@ -5,11 +5,15 @@ of processes), and everything random about an image comes from (config.seed, its
 a run that is killed and resumed from a checkpoint takes exactly the steps it would have
 taken. Under `torchrun` every process takes its share of each step's images and the
 gradients are averaged (see `distributed.py`); only rank 0 writes logs and checkpoints.
+
+The model trains on the device the caller names (`train(..., device=)`, the CLIs' --device);
+checkpoints are device-free, so a run started on a GPU resumes on a CPU and back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -25,8 +29,9 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from .. import devices
 from .._atomic import atomic_path
-from ..build import sam_model_registry
+from ..build import variant_registry
 from ..checkpoints import CheckpointError, load_weights, read_state_dict
 from ..data import SyntheticScenes
 from ..eval.clicks import click_ious
@@ -34,14 +39,16 @@ from ..loading import VARIANT_KEY
 from ..modeling import Sam
 from . import distributed
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import RunOptions, TrainConfig
 from .sources import SyntheticSource, TrainSource
 from .step import StepStats, train_step
 
 # Fields that may change between a run and its resumption without changing the steps taken
-# (total_steps only says where to stop: the schedule's milestones are absolute steps).
-OPERATIONAL = {"torch_threads", "log_every", "checkpoint_minutes", "keep_checkpoints",
-               "val_minutes", "val_scenes", "total_steps", "notes"}  # fmt: skip
+# (total_steps only says where to stop: the schedule's milestones are absolute steps;
+# precision only sets the forward passes' autocast, the weights and optimizer state are fp32
+# in every precision, so a GPU run in bf16 goes on on a CPU in fp32 and back).
+# How a run is operated (threads, intervals) is not in the config at all: see RunOptions.
+OPERATIONAL = {"val_scenes", "total_steps", "precision", "notes"}
 SCHEDULE = {"warmup_steps", "lr_milestones", "lr_gamma"}  # may change where the past allows
 
 
@@ -67,7 +74,7 @@ def new_model(config: TrainConfig, init_weights: dict[str, torch.Tensor] | None 
     """The model to train: `init_weights` (fine-tuning), or fresh weights that depend only on
     `config.seed`."""
     torch.manual_seed(config.seed)
-    model = sam_model_registry[config.model]()
+    model = variant_registry[config.model]()
     if init_weights is not None and config.init_only:
         init_weights = _with_fresh_rest(model, init_weights, config.init_only)
     if init_weights is not None:
@@ -163,19 +170,27 @@ def train(
     max_steps: int | None = None,
     source: TrainSource | None = None,
     init_weights: dict[str, torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
+    options: RunOptions | None = None,
 ) -> Sam:
     """Train (or continue training) into folder `out`; stop after `max_steps` steps in this
     call if given, else at `config.total_steps`. Images come from `source` (default: the
     synthetic stream `config.train_scene_seed`); `init_weights` (or the file `config.init_from`)
-    start a fine-tuning run or a later stage of one.
-    Returns the model."""
-    torch.set_num_threads(config.torch_threads)
-    rank, world = distributed.setup()
+    start a fine-tuning run or a later stage of one. The model trains on `device` ("cpu",
+    "cuda", "cuda:N", "mps"; under torchrun with CUDA each process takes cuda:LOCAL_RANK) in
+    `config.precision`; both are checked before any work starts. `options` say how the run is
+    operated (threads, checkpoint and validation intervals, logging; default `RunOptions()`).
+    Returns the model, on `device`."""
+    options = options or RunOptions()
+    device = devices.resolve_device(device)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    rank, world, device = distributed.setup(device)
     source = source or SyntheticSource(config.train_scene_seed, config.scene_size)
     ckpt_dir = out / "checkpoints"
     if init_weights is None and config.init_from:
         init_weights = read_state_dict(config.init_from)
-    model = new_model(config, init_weights)
+    model = new_model(config, init_weights).to(device)
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
     step = 0
@@ -183,12 +198,16 @@ def train(
     if found is not None and not resume:
         raise FileExistsError(f"{out} already holds checkpoints; pass --resume or another --out")
     if resume and found is not None:
-        step = _restore(found, model, optimizer, scheduler, config)
+        step, config = _restore(found, model, optimizer, scheduler, config)
         if rank == 0:
             print(f"resumed from {found} at step {step}", flush=True)
+    # "auto" becomes the precision this run trains in, recorded in its config and checkpoints
+    precision = devices.resolve_precision(config.precision, device)
+    config = dataclasses.replace(config, precision=precision)
     distributed.broadcast_model(model)
     lead = rank == 0
     if lead:
+        print(f"training on {device} in {precision} ({world} process(es))", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     log = _Log(out / "log.jsonl", step if resume else None) if lead else None
@@ -204,7 +223,7 @@ def train(
             step, optimizer.state_dict(), scheduler.state_dict(), torch.get_rng_state(),
             config.to_dict(),
         )  # fmt: skip
-        save_checkpoint(ckpt_dir, model, state, keep=config.keep_checkpoints)
+        save_checkpoint(ckpt_dir, model, state, keep=options.keep_checkpoints)
 
     last_ckpt = last_val = time.monotonic()
     window: list[tuple[StepStats, float]] = []
@@ -220,17 +239,17 @@ def train(
             step += 1
             bar.update(1)
             window.append((stats, time.monotonic() - started))
-            if log is not None and (step % config.log_every == 0 or step == last_step):
+            if log is not None and (step % options.log_every == 0 or step == last_step):
                 record = _summary(window, step, float(scheduler.get_last_lr()[0]))
                 log.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", iou1=f"{record['first_iou']:.2f}")
                 print(json.dumps(record), flush=True)
                 window = []
             now = time.monotonic()
-            if distributed.any_flag(now - last_ckpt >= 60 * config.checkpoint_minutes):
+            if distributed.any_flag(now - last_ckpt >= 60 * options.checkpoint_minutes):
                 checkpoint()
                 last_ckpt = now
-            if log is not None and now - last_val >= 60 * config.val_minutes:
+            if log is not None and now - last_val >= 60 * options.val_minutes:
                 _validate_and_log(model, config, step, log)
                 last_val = time.monotonic()
     bar.close()
@@ -239,7 +258,7 @@ def train(
         _validate_and_log(model, config, step, log)
         with atomic_path(out / "model.safetensors") as path:
             save_file(
-                {k: v.contiguous() for k, v in model.state_dict().items()},
+                {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                 str(path),
                 metadata={VARIANT_KEY: config.model},
             )
@@ -261,10 +280,11 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     config: TrainConfig,
-) -> int:
-    """Load checkpoint `found` into the training objects; returns its step."""
+) -> tuple[int, TrainConfig]:
+    """Load checkpoint `found` into the training objects; returns its step and the config to
+    go on with."""
     state = load_checkpoint(found, model)
-    saved = {**TrainConfig.defaults(), **state.config}  # fields added since keep their default
+    saved = json.loads(json.dumps(TrainConfig.from_saved(state.config).to_dict()))
     changed = {
         k
         for k, v in config.to_dict().items()
@@ -277,7 +297,7 @@ def _restore(
     optimizer.load_state_dict(state.optimizer)
     scheduler.load_state_dict(state.scheduler)
     torch.set_rng_state(state.torch_rng)
-    return state.step
+    return state.step, config
 
 
 def _validate_and_log(model: Sam, config: TrainConfig, step: int, log: _Log) -> None:

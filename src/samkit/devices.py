@@ -1,0 +1,116 @@
+"""Where a model runs and in what precision: the one place that checks a device the user names,
+picks the default device, and turns a precision ("auto", "fp32", "bf16") into an autocast.
+
+Library code takes a device from its caller or reads it from the model or its input; only the
+command-line entry points call `default_device` (CUDA when there is one, else the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# /proc/cpuinfo flags of CPUs with native bf16 matmuls (AVX-512 BF16; AMX tiles)
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def available_devices() -> list[str]:
+    """The devices torch can use here, e.g. ["cpu", "cuda:0", "cuda:1"] or ["cpu", "mps"]."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU (MPS only when asked for)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(spec: str | torch.device | None) -> torch.device:
+    """The device `spec` names ("cpu", "cuda", "cuda:1", "mps"; None: `default_device()`),
+    checked to exist here, so a bad --device fails before any work starts.
+
+    Raises ValueError naming the devices that exist."""
+    if spec is None:
+        return default_device()
+    here = f"devices here: {', '.join(available_devices())}"
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as e:
+        names = "cpu, cuda, cuda:N or mps"
+        raise ValueError(f"device {str(spec)!r} is not a device name ({names}); {here}") from e
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch is built without CUDA; install a CUDA build of torch"
+                if torch.version.cuda is None
+                else "torch finds no CUDA driver or GPU"
+            )
+            raise ValueError(f"device {spec}: this machine has no CUDA device ({why}); {here}")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            exist = "only cuda:0 exists" if count == 1 else f"only cuda:0..cuda:{count - 1} exist"
+            raise ValueError(f"device {spec}: {exist}; {here}")
+        return device
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {spec}: MPS (Apple GPU) is not available here; {here}")
+        return device
+    raise ValueError(f"device {spec}: samkit runs on cpu, cuda[:N] or mps; {here}")
+
+
+def _cpuinfo_flags(text: str) -> set[str] | None:
+    """The CPU feature flags in the text of /proc/cpuinfo (x86 "flags" or ARM "Features"
+    lines); None when the text has none."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), which is what makes
+    bf16 autocast faster than fp32 on a CPU. Read from /proc/cpuinfo where there is one, else
+    from torch's own CPU feature check (`torch.backends.cpu.get_cpu_capability()` says
+    "AVX512" with or without BF16, so it cannot tell)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = _cpuinfo_flags(cpuinfo.read_text()) if cpuinfo.is_file() else None
+    if flags is not None:
+        return bool(flags & BF16_CPU_FLAGS)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """What `precision` means on `device`, "fp32" or "bf16": "auto" is bf16 on CUDA and on
+    CPUs with native bf16 (AVX-512 BF16 / AMX), fp32 elsewhere (MPS included); "fp32" and
+    "bf16" are taken as given. Raises ValueError for anything else."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16()):
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """torch.autocast to bfloat16 on `device`'s type for bf16 (outputs of matmuls and
+    convolutions become bf16; the caller casts back where it needs float32), a no-op for fp32;
+    "auto" is resolved first (`resolve_precision`)."""
+    if resolve_precision(precision, device) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES["bf16"])
