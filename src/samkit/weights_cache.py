@@ -11,12 +11,13 @@ import hashlib
 import http.client
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from ._atomic import create_sibling
 
 # Overrides the download location: files are fetched from f"{mirror}/{filename}".
 MIRROR_ENV = "SAMKIT_WEIGHTS_MIRROR"
@@ -173,8 +174,7 @@ def download(name_or_info: str | WeightInfo, *, progress: bool = True, timeout: 
     target.parent.mkdir(parents=True, exist_ok=True)
     url = _source_url(info)
     # A unique *.part name, so two processes downloading at once never share a file.
-    fd, part_name = tempfile.mkstemp(dir=target.parent, prefix=f"{info.filename}.", suffix=".part")
-    part = Path(part_name)
+    fd, part = create_sibling(target, ".part")
     try:
         with os.fdopen(fd, "wb") as out:
             expected = info.sha256 or declared_sha256(url, timeout=timeout)
