@@ -75,7 +75,7 @@ def time_it(fn, repeats: int) -> tuple[float, object]:
 
 def masks_match(a: list[dict], b: list[dict], need: float = 0.99) -> tuple[int, int]:
     """(official masks unmatched, samkit masks unmatched) at IoU >= need."""
-    from check_amg_goldens import iou_matrix
+    from samkit.testing.amg_goldens import iou_matrix
 
     if not a or not b:
         return len(a), len(b)

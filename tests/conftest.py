@@ -1,13 +1,23 @@
-"""Shared fixtures: a small seeded model and predictor, and a test image."""
+"""Shared fixtures: a small seeded model and predictor, a test image, and the makers of test
+data that several test files use (fixtures returning a function: tests never import each
+other)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from samkit import SamPredictor
 from samkit.build import build_samkit_tiny, seeded_init_
+from samkit.data import make_scene
+from samkit.io.sa1b import write_sa1b
 from samkit.modeling import Sam
 
 
@@ -34,3 +44,131 @@ def predictor(tiny_sam: Sam, image: np.ndarray) -> SamPredictor:
     p = SamPredictor(tiny_sam)
     p.set_image(image)
     return p
+
+
+# -- test data makers ------------------------------------------------------------------------
+
+
+def _mask_records(masks: np.ndarray) -> list[dict[str, Any]]:
+    """AMG-style records (as SamAutomaticMaskGenerator.generate gives) for (N, H, W) bool
+    masks, each non-empty, with perfect scores and a 64x64 crop box."""
+    out = []
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        out.append(
+            {
+                "segmentation": m,
+                "area": int(m.sum()),
+                "bbox": [
+                    float(xs.min()),
+                    float(ys.min()),
+                    float(np.ptp(xs) + 1),
+                    float(np.ptp(ys) + 1),
+                ],
+                "predicted_iou": 1.0,
+                "point_coords": [[float(xs[0]), float(ys[0])]],
+                "stability_score": 1.0,
+                "crop_box": [0.0, 0.0, 64.0, 64.0],
+            }
+        )
+    return out
+
+
+def _write_sa1b_scenes(root: Path, seed: int, n: int, size: int, dilate: int = 0) -> Path:
+    """An SA-1B folder of `n` synthetic scenes, masks dilated by `dilate` px if asked."""
+    root.mkdir(parents=True, exist_ok=True)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+    for i in range(n):
+        scene = make_scene(seed, i, size)
+        masks = np.stack([cv2.dilate(m.view(np.uint8), disc).astype(bool) for m in scene.masks])
+        Image.fromarray(scene.image).save(root / f"sa_{i}.png")
+        write_sa1b(
+            root / f"sa_{i}.json",
+            _mask_records(masks),
+            image={"image_id": i, "width": size, "height": size, "file_name": f"sa_{i}.png"},
+        )
+    return root
+
+
+def _make_images(folder: Path, n: int, size: tuple[int, int] = (60, 80)) -> list[Path]:
+    """`n` random PNGs with a flat box, alternately in folder/b/ and folder/a/ (img0, img1...)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        img[10:40, 20:50] = rng.integers(0, 255, 3)
+        paths.append(sub / f"img{i}.png")
+        Image.fromarray(img).save(paths[-1])
+    return paths
+
+
+def _make_image_folder(root: Path) -> Path:
+    """root/a.png (120x160, a red box), root/sub/b.jpg (90x70) and root/notes.txt."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
+    a[30:90, 40:110] = (250, 20, 20)
+    b = rng.integers(0, 255, size=(90, 70, 3), dtype=np.uint8)
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(a).save(root / "a.png")
+    Image.fromarray(b).save(root / "sub" / "b.jpg", quality=95)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _forward_backward(sam: torch.nn.Module) -> None:
+    """One forward and backward pass with every prompt kind; every parameter the prompt uses
+    gets a gradient."""
+    size = sam.image_encoder.img_size
+    sam.train()
+    image = torch.rand(2, 3, size, size - 16) * 255
+    embeddings = sam.image_encoder(sam.preprocess(image[0])[None].expand(1, -1, -1, -1))
+    grid = size // 16
+    assert embeddings.shape == (1, sam.prompt_encoder.embed_dim, grid, grid)
+    points = (torch.tensor([[[10.0, 20.0], [30.0, 5.0]]]), torch.tensor([[1, 0]]))
+    mask = torch.randn(1, 1, 4 * grid, 4 * grid)
+    sparse, dense = sam.prompt_encoder(
+        points=points, boxes=torch.tensor([[1.0, 2, 40, 30]]), masks=mask
+    )
+    masks, iou = sam.mask_decoder(
+        image_embeddings=embeddings,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+    )
+    assert masks.shape == (1, 3, 4 * grid, 4 * grid) and iou.shape == (1, 3)
+    (masks.mean() + iou.mean()).backward()
+    no_grad = {n for n, p in sam.named_parameters() if p.grad is None or not p.grad.any()}
+    # Unused by this prompt: "not a point" (a box is given), "no mask" (a mask is given), and
+    # the single-mask output's hypernetwork (multimask output).
+    unused = {"prompt_encoder.not_a_point_embed.weight", "prompt_encoder.no_mask_embed.weight"}
+    unused |= {n for n in no_grad if n.startswith("mask_decoder.output_hypernetworks_mlps.0.")}
+    assert no_grad == unused
+
+
+@pytest.fixture(scope="session")
+def mask_records() -> Callable[[np.ndarray], list[dict[str, Any]]]:
+    return _mask_records
+
+
+@pytest.fixture(scope="session")
+def write_sa1b_scenes() -> Callable[..., Path]:
+    return _write_sa1b_scenes
+
+
+@pytest.fixture(scope="session")
+def make_images() -> Callable[..., list[Path]]:
+    return _make_images
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """imgs/a.png (120x160, a red box), imgs/sub/b.jpg (90x70) and imgs/notes.txt."""
+    return _make_image_folder(tmp_path / "imgs")
+
+
+@pytest.fixture(scope="session")
+def forward_backward() -> Callable[[torch.nn.Module], None]:
+    return _forward_backward

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,20 +40,7 @@ def amg(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def make_images(folder: Path, n: int, size: tuple[int, int] = (60, 80)) -> list[Path]:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        sub = folder / ("a" if i % 2 else "b")
-        sub.mkdir(parents=True, exist_ok=True)
-        img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-        img[10:40, 20:50] = rng.integers(0, 255, 3)
-        paths.append(sub / f"img{i}.png")
-        Image.fromarray(img).save(paths[-1])
-    return paths
-
-
-def test_overlays_show_every_mask(tmp_path: Path) -> None:
+def test_overlays_show_every_mask(tmp_path: Path, make_images: Any) -> None:
     (image_path,) = make_images(tmp_path / "in", 1)
     r = amg(str(image_path), "--out", str(tmp_path / "out"), "--overlays", *FAST)
     assert r.returncode == 0, r.stderr
@@ -70,7 +57,7 @@ def test_overlays_show_every_mask(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["sa1b", "coco", "png", "yolo"])
-def test_formats(tmp_path: Path, fmt: str) -> None:
+def test_formats(tmp_path: Path, fmt: str, make_images: Any) -> None:
     make_images(tmp_path / "in", 2)
     r = amg(str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--format", fmt, *FAST)
     assert r.returncode == 0, r.stderr
@@ -93,7 +80,7 @@ def test_formats(tmp_path: Path, fmt: str) -> None:
         assert lines and all(len(line.split()) >= 7 for line in lines)
 
 
-def test_corrupt_image_is_reported_and_skipped(tmp_path: Path) -> None:
+def test_corrupt_image_is_reported_and_skipped(tmp_path: Path, make_images: Any) -> None:
     make_images(tmp_path / "in", 2)
     (tmp_path / "in" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     r = amg(str(tmp_path / "in"), "--out", str(tmp_path / "out"), *FAST)
@@ -107,45 +94,52 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "a" / "broken.json").exists()
 
 
-def test_resume_after_kill(tmp_path: Path) -> None:
-    paths = make_images(tmp_path / "in", 8, size=(120, 160))
+def test_resume_after_kill(tmp_path: Path, make_images: Any) -> None:
+    # The kill lands at a known point. The last two inputs in the run's (sorted) order are
+    # named pipes, whose reader waits until a writer comes: the run writes every image's
+    # output, then waits on the first pipe and is killed there. It can neither finish before
+    # the kill nor write anything after it. For the resume, images replace the pipes.
+    paths = make_images(tmp_path / "in", 6)
+    pipes = [tmp_path / "in" / "c" / f"img{i}.png" for i in (6, 7)]
+    pipes[0].parent.mkdir()
+    for pipe in pipes:
+        os.mkfifo(pipe)
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "samkit.cli",
-        "amg",
-        str(tmp_path / "in"),
-        "--out",
-        str(out),
-        *FAST,
-        "--points-per-side",
-        "24",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.rglob("*.json"))) < 2:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = {p.relative_to(out) for p in out.rglob("*.json")}
-    assert 2 <= len(first) < len(paths), "the kill should land mid-run"
-    mtimes = {p: (out / p).stat().st_mtime_ns for p in first}
+    done_first = {p.relative_to(tmp_path / "in").with_suffix(".json") for p in paths}
+    cmd = [sys.executable, "-m", "samkit.cli", "amg", str(tmp_path / "in"), "--out", str(out)]
+    cmd += FAST
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        for _ in range(6000):  # a guard against a hang (5 min), not a speed check
+            if all((out / p).exists() for p in done_first):  # outputs are renamed into place
+                break
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run never wrote the outputs of its first 6 images")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert {p.relative_to(out) for p in out.rglob("*.json")} == done_first
+    mtimes = {p: (out / p).stat().st_mtime_ns for p in done_first}
+    for late, pipe in zip(make_images(tmp_path / "late", 8)[6:], pipes, strict=True):
+        os.replace(late, pipe)
+    (out / "c").mkdir()
+    (out / "c" / ".img6.json.k1ll3d.tmp").write_text('{"image": {"im')  # a write cut short
 
-    r = subprocess.run(
-        [*cmd[:-2], "--points-per-side", "24"], capture_output=True, text=True, timeout=300
-    )
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert f"{len(paths) - len(first)} done, {len(first)} skipped" in r.stdout
+    assert "2 done, 6 skipped" in r.stdout
     final = {p.relative_to(out) for p in out.rglob("*.json")}
-    assert len(final) == len(paths)
+    assert final == done_first | {Path("c/img6.json"), Path("c/img7.json")}
     assert all((out / p).stat().st_mtime_ns == t for p, t in mtimes.items())  # not redone
     for p in final:
         json.loads((out / p).read_text())  # every file complete
     assert not list(out.rglob("*.tmp")), "stale temporary files are cleaned up"
 
 
-def test_collect_inputs(tmp_path: Path) -> None:
+def test_collect_inputs(tmp_path: Path, make_images: Any) -> None:
     paths = make_images(tmp_path / "in", 3)
     listing = tmp_path / "list.txt"
     listing.write_text(f"# images\n{paths[0]}\n\nin/a/img1.png\n")

@@ -6,13 +6,11 @@ samkit_tiny weights on two synthetic scenes, with crops, NMS and small-region cl
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from check_amg_goldens import AmgDiff, compare
+from samkit.testing.amg_goldens import AmgDiff, compare
 
 GOLDENS = Path(__file__).parent / "goldens"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samkit import SamAutomaticMaskGenerator, automatic
+from samkit import SamAutomaticMaskGenerator, SamPredictor, automatic
 from samkit.masks import decode_coco_rle, rle_to_mask
 from samkit.modeling import Sam
 
@@ -132,3 +132,16 @@ def test_generate_batch_equals_generate(tiny_sam: Sam, image: np.ndarray) -> Non
         for g, w in zip(got, want, strict=True):
             assert (g["segmentation"] != w["segmentation"]).mean() < 1e-3
             assert g["bbox"] == w["bbox"] or (g["segmentation"] != w["segmentation"]).any()
+
+
+def test_generate_with_a_precomputed_embedding(tiny_sam: Sam, image: np.ndarray) -> None:
+    generator = SamAutomaticMaskGenerator(tiny_sam, **LOOSE)
+    (embedding,) = SamPredictor(tiny_sam).set_images([image])
+    got = generator.generate(image, embedding=embedding)
+    want = generator.generate(image)
+    assert got and len(got) == len(want)
+    assert all(
+        (g["segmentation"] == w["segmentation"]).all() for g, w in zip(got, want, strict=True)
+    )
+    with pytest.raises(ValueError, match=r"embedding is of a 120x160 \(HxW\) image"):
+        generator.generate(image[:60], embedding=embedding)

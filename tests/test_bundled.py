@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -46,3 +49,27 @@ def test_missing_bundled_weights_say_how_to_get_them(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(loading.BUNDLED, "samkit_default", "absent.safetensors")
     with pytest.raises(FileNotFoundError, match="make train-default"):
         load("samkit_default")
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# The README's line under its headline table, whitespace collapsed: the command, then mIoU
+# after 1 / 3 clicks, then the same with a random first click.
+CI_SUBSET = re.compile(
+    r"CI re-measures the first (\d+) of these scenes \(`samkit eval --model (\S+) --synthetic "
+    r"(\d+) --n (\d+) --clicks 1,3`, to within 0\.02 in `tests/test_bundled\.py`\): "
+    r"(0\.\d{3}) / (0\.\d{3}), and (0\.\d{3}) / (0\.\d{3}) with `--random-first (\d+)`"
+)
+
+
+def test_readme_figures_hold_on_the_ci_subset() -> None:
+    # The README states these figures; they are parsed from it, so the two cannot drift.
+    found = CI_SUBSET.search(" ".join(README.read_text().split()))
+    assert found, "README.md lost its 'CI re-measures the first N of these scenes' line"
+    first, name, seed, n, *stated, random_seed = found.groups()
+    assert first == n
+    items = list(report.synthetic_items(int(seed), int(n), 128))
+    model = load(name)
+    plain = report.evaluate(model, items, 3)
+    random_first = report.evaluate(model, items, 3, random_first_seed=int(random_seed))
+    measured = [scores.ious[:, k].mean() for scores in (plain, random_first) for k in (0, 2)]
+    assert measured == pytest.approx([float(x) for x in stated], abs=0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from samkit import SamAutomaticMaskGenerator, cli
 from samkit.build import build_samkit_tiny, seeded_init_
 from samkit.checkpoints import write_safetensors
 
@@ -158,3 +160,25 @@ def test_weights_get_without_network_fails_clearly(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     weights = tmp_path / "weights"
     assert (list(weights.iterdir()) if weights.exists() else []) == []
+
+
+def _amg_defaults() -> dict[str, object]:
+    params = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    return {name: params[name].default for name, *_ in cli.AMG_HELP}
+
+
+@pytest.mark.parametrize("command", ["amg", "engine"])
+def test_amg_option_defaults_are_the_generators(command: str) -> None:
+    args = cli._parser().parse_args([command, "photos/", "--out", "masks/"])
+    assert {name: getattr(args, name) for name in _amg_defaults()} == _amg_defaults()
+    assert len(_amg_defaults()) == 11
+
+
+def test_amg_option_defaults_are_read_not_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Were the defaults written out in cli.py, a change of the generator's would leave them stale.
+    init = SamAutomaticMaskGenerator.__init__
+    assert init.__defaults__ is not None
+    changed = tuple(d + 1 if type(d) in (int, float) else d for d in init.__defaults__)
+    monkeypatch.setattr(init, "__defaults__", changed)
+    got = {name: default for name, _, default, _ in cli.amg_options()}
+    assert got == _amg_defaults() and got["points_per_side"] == 33

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,42 +15,19 @@ from samkit.io.coco import CocoWriter
 from samkit.io.sa1b import write_sa1b
 
 
-def records(masks: np.ndarray) -> list[dict]:
-    out = []
-    for m in masks:
-        ys, xs = np.nonzero(m)
-        out.append(
-            {
-                "segmentation": m,
-                "area": int(m.sum()),
-                "bbox": [
-                    float(xs.min()),
-                    float(ys.min()),
-                    float(np.ptp(xs) + 1),
-                    float(np.ptp(ys) + 1),
-                ],
-                "predicted_iou": 1.0,
-                "point_coords": [[float(xs[0]), float(ys[0])]],
-                "stability_score": 1.0,
-                "crop_box": [0.0, 0.0, 64.0, 64.0],
-            }
-        )
-    return out
-
-
 @pytest.fixture(scope="module")
 def scenes() -> list:
     return [make_scene(5, i, size=64) for i in range(3)]
 
 
-def test_sa1b_folder_round_trip(tmp_path: Path, scenes: list) -> None:
+def test_sa1b_folder_round_trip(tmp_path: Path, scenes: list, mask_records: Any) -> None:
     for i, scene in enumerate(scenes):
         sub = tmp_path / ("x" if i else "y")
         sub.mkdir(exist_ok=True)
         Image.fromarray(scene.image).save(sub / f"sa_{i}.png")
         write_sa1b(
             sub / f"sa_{i}.json",
-            records(scene.masks),
+            mask_records(scene.masks),
             image={"image_id": i, "width": 64, "height": 64, "file_name": f"sa_{i}.png"},
         )
     Image.fromarray(scenes[0].image).save(tmp_path / "no_json.png")  # not a sample
@@ -63,11 +41,11 @@ def test_sa1b_folder_round_trip(tmp_path: Path, scenes: list) -> None:
         assert sample.ids == list(range(len(scene.masks)))
 
 
-def test_sa1b_size_mismatch_is_reported(tmp_path: Path, scenes: list) -> None:
+def test_sa1b_size_mismatch_is_reported(tmp_path: Path, scenes: list, mask_records: Any) -> None:
     Image.fromarray(scenes[0].image[:32]).save(tmp_path / "a.png")
     write_sa1b(
         tmp_path / "a.json",
-        records(scenes[0].masks),
+        mask_records(scenes[0].masks),
         image={"image_id": 1, "width": 64, "height": 64, "file_name": "a.png"},
     )
     with pytest.raises(ValueError, match="says 64x64"):
@@ -76,11 +54,11 @@ def test_sa1b_size_mismatch_is_reported(tmp_path: Path, scenes: list) -> None:
         SA1BFolder(tmp_path / "missing")
 
 
-def test_coco_instances_round_trip(tmp_path: Path, scenes: list) -> None:
+def test_coco_instances_round_trip(tmp_path: Path, scenes: list, mask_records: Any) -> None:
     writer = CocoWriter(segmentation="polygon")
     for i, scene in enumerate(scenes):
         Image.fromarray(scene.image).save(tmp_path / f"{i}.png")
-        writer.add_image(f"{i}.png", 64, 64, records(scene.masks))
+        writer.add_image(f"{i}.png", 64, 64, mask_records(scene.masks))
     writer.add_image("empty.png", 64, 64, [])
     Image.fromarray(scenes[0].image).save(tmp_path / "empty.png")
     writer.write(tmp_path / "instances.json")

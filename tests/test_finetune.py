@@ -4,36 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from test_datasets import records
 
-from samkit import load
+from samkit import SamPredictor, load
 from samkit.cli import main
-from samkit.data import SA1BFolder, make_scene
+from samkit.data import SA1BFolder
 from samkit.data.folders import Sample
-from samkit.io.sa1b import write_sa1b
+from samkit.modeling import Sam
+from samkit.train import TrainConfig
 from samkit.train.sources import MIN_MASK_AREA, DatasetSource, fit_sample
-
-
-def write_folder(root: Path, seed: int, n: int, size: int, dilate: int = 0) -> Path:
-    """An SA-1B folder of `n` synthetic scenes, masks dilated by `dilate` px if asked."""
-    root.mkdir(parents=True, exist_ok=True)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-    for i in range(n):
-        scene = make_scene(seed, i, size)
-        masks = np.stack([cv2.dilate(m.view(np.uint8), disc).astype(bool) for m in scene.masks])
-        Image.fromarray(scene.image).save(root / f"sa_{i}.png")
-        write_sa1b(
-            root / f"sa_{i}.json",
-            records(masks),
-            image={"image_id": i, "width": size, "height": size, "file_name": f"sa_{i}.png"},
-        )
-    return root
+from samkit.train.step import train_step
+from samkit.train.trainer import build_optimizer
 
 
 def test_fit_sample_resizes_pads_and_drops_tiny_masks() -> None:
@@ -43,25 +28,57 @@ def test_fit_sample_resizes_pads_and_drops_tiny_masks() -> None:
     tiny = np.zeros((64, 128), dtype=bool)
     tiny[0:2, 0:2] = True
     fitted = fit_sample(Sample(image, np.stack([big, tiny]), [1, 2], Path("x.png"), []), 64)
-    assert fitted.image.shape == (64, 64, 3) and fitted.masks.shape == (1, 64, 64)
-    assert (fitted.image[:32] == 200).all() and (fitted.image[32:] == 0).all()  # padded below
+    # the image is resized only: the model pads it (after normalising, as for the predictor)
+    assert fitted.image.shape == (32, 64, 3) and (fitted.image == 200).all()
+    assert fitted.masks.shape == (1, 64, 64) and not fitted.masks[0, 32:].any()  # padded below
     assert fitted.masks[0, 5:25, 10:50].all() and fitted.masks[0].sum() == 20 * 40
     assert fitted.masks.sum() >= MIN_MASK_AREA
 
 
-def test_dataset_source_visits_every_sample_each_epoch_in_seeded_order(tmp_path: Path) -> None:
-    data = SA1BFolder(write_folder(tmp_path, seed=4, n=3, size=64))
+def test_a_training_sample_is_what_the_predictor_feeds_the_encoder(tiny_sam: Sam) -> None:
+    # The README promises training fits images "as the predictor does": the encoder's input
+    # during a training step must equal its input in SamPredictor.set_image, resize (PIL
+    # bilinear, longest side rounded half up) and padding (zeros after normalising) included.
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(150, 97, 3), dtype=np.uint8)
+    image[30:120, 10:80] = (240, 30, 30)
+    mask = np.zeros((150, 97), dtype=bool)
+    mask[30:120, 10:80] = True
+    fitted = fit_sample(Sample(image, mask[None], [1], Path("x.png"), []), tiny_sam.img_size)
+    model = load("samkit_tiny")  # trained below: not the shared fixture
+    seen: list[torch.Tensor] = []
+    hook = model.image_encoder.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    try:
+        SamPredictor(model).set_image(image)
+        config = TrainConfig(model="samkit_tiny", scene_size=model.img_size, masks_per_step=1,
+                             min_rounds=1, max_rounds=1, freeze_image_encoder=True,
+                             precision="fp32")  # fmt: skip
+        train_step(model.train(), build_optimizer(model, config), [fitted], [0], config)
+    finally:
+        hook.remove()
+    predictor_input, training_input = seen
+    assert predictor_input.shape == training_input.shape == (1, 3, 256, 256)
+    assert torch.equal(training_input, predictor_input)
+
+
+def test_dataset_source_visits_every_sample_each_epoch_in_seeded_order(
+    tmp_path: Path, write_sa1b_scenes: Any
+) -> None:
+    data = SA1BFolder(write_sa1b_scenes(tmp_path, seed=4, n=3, size=64))
     source = DatasetSource(data, 64, seed=1)
     firsts = [source(i).image.tobytes() for i in range(6)]
     assert len(set(firsts[:3])) == 3 and set(firsts[:3]) == set(firsts[3:])
     assert [s.image.tobytes() for s in map(DatasetSource(data, 64, seed=1), range(6))] == firsts
 
 
-def test_finetune_command_trains_the_decoder_and_writes_a_loadable_model(tmp_path: Path) -> None:
+def test_finetune_command_trains_the_decoder_and_writes_a_loadable_model(
+    tmp_path: Path, write_sa1b_scenes: Any
+) -> None:
     torch.set_num_threads(1)
-    folder = write_folder(tmp_path / "data", seed=4, n=2, size=256)
+    folder = write_sa1b_scenes(tmp_path / "data", seed=4, n=2, size=256)
     run = tmp_path / "run"
     args = ["finetune", "--model", "samkit_tiny", "--sa1b", str(folder), "--out", str(run)]
+    args += ["--device", "cpu", "--precision", "fp32"]
     assert main([*args, "--steps", "2", "--threads", "1", "--freeze-encoder"]) == 0
     tuned, start = load(run / "model.safetensors").state_dict(), load("samkit_tiny").state_dict()
     changed = {k for k in start if not torch.equal(start[k], tuned[k])}
@@ -79,14 +96,19 @@ def test_finetune_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--steps must be positive" in capsys.readouterr().err
     assert main([*base, "--coco", str(tmp_path / "x.json")]) == 1
     assert "--coco needs --images" in capsys.readouterr().err
+    assert main([*base, "--sa1b", str(tmp_path / "empty"), "--device", "gpu"]) == 1
+    assert "devices here: cpu" in capsys.readouterr().err  # before the dataset is read
+    assert not (tmp_path / "run").exists()
 
 
-def test_finetuning_teaches_the_bundled_model_a_new_annotation_style(tmp_path: Path) -> None:
+def test_finetuning_teaches_the_bundled_model_a_new_annotation_style(
+    tmp_path: Path, write_sa1b_scenes: Any
+) -> None:
     # A user whose annotators draw masks with a margin (outlines dilated by 3 px, as coarse
     # polygon annotations often are): decoder-only fine-tuning on such masks must raise the
     # held-out one-click mIoU that `samkit finetune` reports.
     torch.set_num_threads(1)
-    folder = write_folder(tmp_path / "data", seed=21, n=20, size=128, dilate=3)
+    folder = write_sa1b_scenes(tmp_path / "data", seed=21, n=20, size=128, dilate=3)
     run = tmp_path / "run"
     args = ["finetune", "--model", "samkit_default", "--sa1b", str(folder), "--out", str(run)]
     args += ["--steps", "80", "--lr", "5e-4", "--freeze-encoder", "--holdout", "0.25"]

@@ -6,13 +6,11 @@ package on the `samkit_tiny` architecture with seeded weights; this test needs o
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from check_goldens import Diff, compare
+from samkit.testing.goldens import Diff, compare
 
 GOLDENS = Path(__file__).parent / "goldens" / "core"
 

@@ -16,9 +16,9 @@ import re
 import shlex
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_finetune import write_folder
 
 from samkit import __version__
 from samkit.cli import _parser, main
@@ -53,14 +53,14 @@ def help_only_reason(command: str) -> str | None:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_sa1b_scenes: Any) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SAMKIT_HOME", str(tmp_path / "cache"))
     for folder in ("photos", "examples"):
         (tmp_path / folder).mkdir()
         shutil.copy(ROOT / "examples" / "shapes.png", tmp_path / folder)
-    write_folder(tmp_path / "my_sa1b", seed=11, n=2, size=128)
-    write_folder(tmp_path / "held_out", seed=12, n=1, size=128)
+    write_sa1b_scenes(tmp_path / "my_sa1b", seed=11, n=2, size=128)
+    write_sa1b_scenes(tmp_path / "held_out", seed=12, n=1, size=128)
     main(["weights", "convert", str(bundled()), str(tmp_path / "small.safetensors")])
     return tmp_path
 

@@ -1,5 +1,5 @@
-"""Tests for samkit.masks: NMS, stability, grids and crops, devices, small regions, polygons
-(RLE and boxes: test_masks_encoding.py).
+"""Tests for samkit.masks: NMS, stability, mask IoU, grids and crops, devices, small regions,
+polygons (RLE and boxes: test_masks_encoding.py).
 
 References: small brute-force implementations written here (NMS) and hand-derived numbers
 where stated.
@@ -110,6 +110,50 @@ def test_stability_score_hand_computed() -> None:
     assert M.calculate_stability_score(logits[:1], 0.0, 0.25).item() == pytest.approx(3 / 4)
 
 
+# ---------------------------------------------------------------- mask IoU
+
+
+def ref_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """One pair of (H, W) masks, from the sets of their pixels."""
+    pa, pb = set(zip(*np.nonzero(a), strict=True)), set(zip(*np.nonzero(b), strict=True))
+    return 1.0 if not pa | pb else len(pa & pb) / len(pa | pb)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    seed=st.integers(0, 2**31 - 1),
+    density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+)
+def test_mask_iou_matches_pixel_sets(n: int, h: int, w: int, seed: int, density: float) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.random((2, n, h, w)) < density
+    want = [ref_iou(x, y) for x, y in zip(a, b, strict=True)]
+    got_np = M.mask_iou(a, b)
+    got_t = M.mask_iou(torch.from_numpy(a), torch.from_numpy(b))
+    assert got_np.dtype == np.float64 and got_np.shape == (n,)
+    assert got_t.dtype == torch.float32 and got_t.shape == (n,)
+    assert got_np.tolist() == pytest.approx(want, abs=1e-12)
+    assert got_t.tolist() == pytest.approx(want, abs=1e-6)
+    assert M.mask_iou(b, a).tolist() == got_np.tolist()  # symmetric
+    assert M.mask_iou(a, a).tolist() == [1.0] * n
+
+
+def test_mask_iou_broadcasts_and_checks_its_inputs() -> None:
+    candidates = np.zeros((2, 3, 4, 4), dtype=bool)
+    candidates[:, 1, :2] = True  # the top half
+    targets = np.ones((2, 4, 4), dtype=bool)
+    assert M.mask_iou(candidates, targets[:, None]).tolist() == [[0.0, 0.5, 0.0]] * 2
+    with pytest.raises(TypeError, match=r"bool masks; got torch.float32.*logits > 0"):
+        M.mask_iou(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2) > 0)
+    with pytest.raises(TypeError, match="two tensors or two arrays"):
+        M.mask_iou(torch.zeros(1, 2, 2) > 0, np.zeros((1, 2, 2), dtype=bool))
+    with pytest.raises(ValueError, match=r"\(\.\.\., H, W\)"):
+        M.mask_iou(np.zeros(4, dtype=bool), np.zeros(4, dtype=bool))
+
+
 # ---------------------------------------------------------------- grids and crops
 
 
@@ -214,6 +258,8 @@ def _device_dtype_checks(device: str) -> None:
     assert bbox.device.type == device and bbox.dtype == torch.int64
     stab = M.calculate_stability_score(masks, 0.0, 1.0)
     assert stab.device.type == device and stab.dtype == torch.float32
+    iou = M.mask_iou(masks > 0, masks[:1] > 0)
+    assert iou.device.type == device and iou.dtype == torch.float32 and iou.shape == (2,)
     assert M.is_box_near_crop_edge(boxes, [0, 0, 9, 9], [0, 0, 20, 20]).device.type == device
     assert M.uncrop_masks(masks > 0, [1, 1, 8, 7], 10, 10).device.type == device
 

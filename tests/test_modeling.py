@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ def test_official_variants_match_official_state_dict(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
-def test_variant_structure_forward_backward(name: str) -> None:
+def test_variant_structure_forward_backward(name: str, forward_backward: Any) -> None:
     """Each official variant's depth, heads and global-attention layout, at a small width and
     input size, runs forward and gets gradients everywhere."""
     _, depth, heads, global_idx = OFFICIAL[name]
@@ -47,40 +48,11 @@ def test_variant_structure_forward_backward(name: str) -> None:
         decoder_mlp_dim=64,
         iou_head_hidden_dim=32,
     )
-    _forward_backward(seeded_init_(sam))
+    forward_backward(seeded_init_(sam))
 
 
-def test_tiny_forward_backward() -> None:
-    _forward_backward(seeded_init_(build_samkit_tiny()))
-
-
-def _forward_backward(sam: torch.nn.Module) -> None:
-    size = sam.image_encoder.img_size
-    sam.train()
-    image = torch.rand(2, 3, size, size - 16) * 255
-    embeddings = sam.image_encoder(sam.preprocess(image[0])[None].expand(1, -1, -1, -1))
-    grid = size // 16
-    assert embeddings.shape == (1, sam.prompt_encoder.embed_dim, grid, grid)
-    points = (torch.tensor([[[10.0, 20.0], [30.0, 5.0]]]), torch.tensor([[1, 0]]))
-    mask = torch.randn(1, 1, 4 * grid, 4 * grid)
-    sparse, dense = sam.prompt_encoder(
-        points=points, boxes=torch.tensor([[1.0, 2, 40, 30]]), masks=mask
-    )
-    masks, iou = sam.mask_decoder(
-        image_embeddings=embeddings,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=True,
-    )
-    assert masks.shape == (1, 3, 4 * grid, 4 * grid) and iou.shape == (1, 3)
-    (masks.mean() + iou.mean()).backward()
-    no_grad = {n for n, p in sam.named_parameters() if p.grad is None or not p.grad.any()}
-    # Unused by this prompt: "not a point" (a box is given), "no mask" (a mask is given), and
-    # the single-mask output's hypernetwork (multimask output).
-    unused = {"prompt_encoder.not_a_point_embed.weight", "prompt_encoder.no_mask_embed.weight"}
-    unused |= {n for n in no_grad if n.startswith("mask_decoder.output_hypernetworks_mlps.0.")}
-    assert no_grad == unused
+def test_tiny_forward_backward(forward_backward: Any) -> None:
+    forward_backward(seeded_init_(build_samkit_tiny()))
 
 
 def test_window_partition_round_trip_with_padding() -> None:

@@ -6,15 +6,14 @@ SAMKIT_HOME points at an empty folder so no cached official weights change what 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from render_figures import NOTEBOOKS, execute, figures
+from samkit.testing.notebooks import execute, figures
 
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 EXPECTED = {"predictor", "automatic_masks", "finetune", "applications"}
 

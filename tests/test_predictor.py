@@ -189,7 +189,12 @@ def test_prepared_decoder_equals_plain_decoder(predictor: SamPredictor) -> None:
     )
     with torch.no_grad():
         plain = model.mask_decoder(**kwargs)
-        fast = model.mask_decoder(**kwargs, prepared=predictor.prepared)
+        fast = model.mask_decoder.predict_prepared(
+            image_pe=kwargs["image_pe"],
+            sparse_prompt_embeddings=sparse,
+            prepared=predictor.prepared,
+            multimask_output=True,
+        )
     for f, p in zip(fast, plain, strict=True):
         torch.testing.assert_close(f, p, atol=1e-5, rtol=1e-5)
 

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_amg_cli import make_images
 
 from samkit.data import SA1BFolder
 from samkit.scale.pipeline import EngineConfig, RayOptions, run_engine
@@ -46,7 +46,7 @@ def local_ray() -> object:
     ray.shutdown()
 
 
-def test_equal_to_amg_and_corrupt_image_recorded(tmp_path: Path) -> None:
+def test_equal_to_amg_and_corrupt_image_recorded(tmp_path: Path, make_images: Any) -> None:
     make_images(tmp_path / "in", 4)
     (tmp_path / "in" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     common = [str(tmp_path / "in"), "--model", "samkit_tiny", *FAST, "--no-progress"]
@@ -70,43 +70,59 @@ def test_equal_to_amg_and_corrupt_image_recorded(tmp_path: Path) -> None:
     assert manifest["missing"] == 0
 
 
-def test_kill_midway_and_resume(tmp_path: Path) -> None:
-    paths = make_images(tmp_path / "in", 8, size=(96, 128))
+def test_kill_midway_and_resume(tmp_path: Path, make_images: Any) -> None:
+    # The kill lands at a known point, as in test_amg_cli.py: the last two inputs are named
+    # pipes, whose reader (the one actor, which takes the images in order) waits until a
+    # writer comes. Once every image's output exists the run can only wait, so the kill finds
+    # it there; a Ray worker that outlives the kill waits on a pipe that no one will open.
+    paths = make_images(tmp_path / "in", 6, size=(96, 128))
+    pipes = [tmp_path / "in" / "c" / f"img{i}.png" for i in (6, 7)]
+    pipes[0].parent.mkdir()
+    for pipe in pipes:
+        os.mkfifo(pipe)
     out = tmp_path / "out"
+    done_first = {p.relative_to(tmp_path / "in").with_suffix(".json") for p in paths}
     cmd = [sys.executable, "-m", "samkit.cli", "engine", str(tmp_path / "in"), "--out", str(out)]
     cmd += ["--model", "samkit_tiny", *FAST, "--no-progress", "--concurrency", "1"]
-    slow = [*cmd, "--points-per-side", "24"]  # last flag wins: slow enough to kill midway
-    proc = subprocess.Popen(
-        slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(out.rglob("img*.json"))) < 2:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, all at once
-    proc.wait()
-    # A Ray worker outside the process group may still finish the image it holds: take the
-    # outputs once none has appeared for 5 s.
-    first: set[Path] = set()
-    while (now := {p.relative_to(out) for p in out.rglob("img*.json")}) != first:
-        first = now
-        time.sleep(5)
-    assert 2 <= len(first) < len(paths), "the kill should land mid-run"
-    mtimes = {p: (out / p).stat().st_mtime_ns for p in first}
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=ENV, start_new_session=True
+        )
+    try:
+        for _ in range(6000):  # a guard against a hang (5 min), not a speed check
+            if all((out / p).exists() for p in done_first):  # outputs are renamed into place
+                break
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+            time.sleep(0.05)
+        else:
+            pytest.fail("the engine never wrote the outputs of its first 6 images")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, all at once
+        proc.wait()
+    assert {p.relative_to(out) for p in out.rglob("img*.json")} == done_first
+    mtimes = {p: (out / p).stat().st_mtime_ns for p in done_first}
+    late = make_images(tmp_path / "late", 8, size=(96, 128))[6:]
+    for image, pipe in zip(late, pipes, strict=True):
+        os.replace(image, pipe)  # a reader still waiting on the old pipe keeps waiting
+    (out / "c").mkdir()
+    (out / "c" / ".img6.json.k1ll3d.tmp").write_text('{"image": {"im')  # a write cut short
 
-    r = subprocess.run(slow, capture_output=True, text=True, timeout=300, env=ENV)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr
-    assert f"{len(paths) - len(first)} done, {len(first)} skipped" in r.stdout
+    assert "2 done, 6 skipped" in r.stdout
     final = {p.relative_to(out) for p in out.rglob("img*.json")}
-    assert len(final) == len(paths)  # none missing
+    assert final == done_first | {Path("c/img6.json"), Path("c/img7.json")}
     assert all((out / p).stat().st_mtime_ns == t for p, t in mtimes.items())  # none redone
     for p in final:
         json.loads((out / p).read_text())  # every file complete
     assert not list(out.rglob("*.tmp")), "stale temporary files are cleaned up"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["this_run"]["skipped"] == len(first) and manifest["outputs"] == len(paths)
+    assert manifest["this_run"]["skipped"] == 6 and manifest["outputs"] == len(final)
 
 
-def test_uris_deid_and_images_beside_json(tmp_path: Path, local_ray: object) -> None:
+def test_uris_deid_and_images_beside_json(
+    tmp_path: Path, local_ray: object, make_images: Any
+) -> None:
     from skimage import data
 
     (tmp_path / "in").mkdir()
@@ -145,7 +161,9 @@ def test_uris_deid_and_images_beside_json(tmp_path: Path, local_ray: object) -> 
     assert len(folder) == 2 and folder[0].image.shape == (128, 128, 3)
 
 
-def test_write_images_copies_the_original(tmp_path: Path, local_ray: object) -> None:
+def test_write_images_copies_the_original(
+    tmp_path: Path, local_ray: object, make_images: Any
+) -> None:
     paths = make_images(tmp_path / "in", 2)
     config = EngineConfig(
         model="samkit_tiny", out=str(tmp_path / "out"), amg_options=AMG_OPTIONS, write_images=True
@@ -173,7 +191,7 @@ def test_output_store_writes_whole_files(tmp_path: Path) -> None:
         collect_items([f"file://{tmp_path / 'nope'}"])
 
 
-def test_refused_before_ray_starts(tmp_path: Path) -> None:
+def test_refused_before_ray_starts(tmp_path: Path, make_images: Any) -> None:
     make_images(tmp_path / "in", 1)
     r = samkit("engine", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--model", "nope")
     assert r.returncode == 1 and "neither a model name" in r.stderr

@@ -23,21 +23,9 @@ from samkit.rle import decode_coco_rle, encode_coco_rle
 from samkit.serve import create_app
 
 
-def make_folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
-    a[30:90, 40:110] = (250, 20, 20)
-    b = rng.integers(0, 255, size=(90, 70, 3), dtype=np.uint8)
-    (root / "sub").mkdir(parents=True)
-    Image.fromarray(a).save(root / "a.png")
-    Image.fromarray(b).save(root / "sub" / "b.jpg", quality=95)
-    (root / "notes.txt").write_text("not an image")
-    return root
-
-
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    return make_folder(tmp_path / "imgs")
+def folder(image_folder: Path) -> Path:
+    return image_folder
 
 
 @pytest.fixture

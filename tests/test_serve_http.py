@@ -14,8 +14,8 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 import torch
-from test_serve_api import make_folder
 
+from samkit import SamAutomaticMaskGenerator
 from samkit.modeling import Sam
 from samkit.rle import decode_coco_rle
 from samkit.serve import background, create_app
@@ -23,9 +23,8 @@ from samkit.serve.cache import ByteLRU
 from samkit.serve.engine import Engine
 
 
-def test_concurrent_predictions_on_two_images(tmp_path: Path, tiny_sam: Sam) -> None:
-    folder = make_folder(tmp_path / "imgs")
-    app = create_app(folder, tiny_sam)
+def test_concurrent_predictions_on_two_images(image_folder: Path, tiny_sam: Sam) -> None:
+    app = create_app(image_folder, tiny_sam)
     with background(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         images = client.get("/api/images").json()
         jobs = [
@@ -48,8 +47,8 @@ def test_concurrent_predictions_on_two_images(tmp_path: Path, tiny_sam: Sam) -> 
         assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
 
 
-def test_body_limit_over_the_socket(tmp_path: Path, tiny_sam: Sam) -> None:
-    app = create_app(make_folder(tmp_path / "imgs"), tiny_sam, max_body_bytes=1000)
+def test_body_limit_over_the_socket(image_folder: Path, tiny_sam: Sam) -> None:
+    app = create_app(image_folder, tiny_sam, max_body_bytes=1000)
     with background(app) as url:
         with httpx.Client(base_url=url) as client:
             r = client.post("/api/export", content=b"x" * 5000)  # declared length
@@ -107,6 +106,60 @@ def test_engine_embeds_each_image_once(tiny_sam: Sam, image: np.ndarray) -> None
     pred = engine.predict("y", loader("y"), box=np.array([10, 10, 60, 50]))
     assert pred.masks.shape == (3, 120, 160) and pred.masks.dtype == np.bool_
     assert torch.from_numpy(pred.scores).isfinite().all()
+
+
+def test_everything_reuses_the_cached_embedding(tiny_sam: Sam, image: np.ndarray) -> None:
+    engine = Engine(tiny_sam)
+    encoded: list[tuple[int, ...]] = []  # input shapes the image encoder ran on
+    hook = tiny_sam.image_encoder.register_forward_hook(
+        lambda module, args, out: encoded.append(tuple(args[0].shape))
+    )
+    options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    try:
+        click = {"point_coords": np.array([[60, 50]]), "point_labels": np.array([1])}
+        engine.predict("im", lambda: image, **click)
+        assert len(encoded) == 1
+        records = engine.everything("im", lambda: image, **options)
+        assert len(encoded) == 1, "segment-everything encoded the image again"
+        engine.everything("other", lambda: image, **options)  # not cached: encoded once
+        assert len(encoded) == 2 and "other" in engine.embeddings
+        engine.everything("im", lambda: image, crop_n_layers=1, **options)
+        assert len(encoded) == 2 + 4  # the whole image is cached; only its 4 crops are new
+    finally:
+        hook.remove()
+    direct = SamAutomaticMaskGenerator(tiny_sam, output_mode="uncompressed_rle", **options)
+    assert records == direct.generate(image)  # the same masks as encoding afresh
+
+
+def test_engine_keeps_no_lock_for_images_it_is_not_embedding(
+    tiny_sam: Sam, image: np.ndarray
+) -> None:
+    engine = Engine(tiny_sam, cache_bytes=64 * 16 * 16 * 4)  # room for one embedding
+    for i in range(40):
+        engine.embed(f"image{i}", lambda: image)
+    assert len(engine.embeddings) == 1
+    assert len(engine._locks) == 0  # was 40: one lock per image ever seen
+
+    # While one thread embeds an image, a second waits on its lock; the lock goes with both.
+    release = threading.Event()
+
+    def held_load() -> np.ndarray:
+        release.wait()
+        return image
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(engine.embed, "new", held_load)
+        second = pool.submit(engine.embed, "new", held_load)
+        for _ in range(60_000):  # poll until both are in: one holds the lock, one waits
+            entry = engine._locks.get("new")
+            if entry is not None and entry.users == 2:
+                break
+            release.wait(0.01)
+        else:
+            pytest.fail("the second request never waited on the first one's lock")
+        release.set()
+        assert sorted([first.result()[1], second.result()[1]]) == [False, True]
+    assert engine._locks == {}
 
 
 def test_serve_command(tmp_path: Path) -> None:

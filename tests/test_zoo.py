@@ -8,25 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import samkit
 from samkit import sam_model_registry
-from samkit.build import _assemble, seeded_init_
+from samkit.build import _assemble, seeded_init_, variant_registry
 from samkit.checkpoints import KNOWN_WEIGHTS, WeightInfo, convert, read_state_dict
 from samkit.cli import main as cli_main
 from samkit.layouts import MOBILE_SAM_HEAD, detect_layout, to_hf, to_samkit
 from samkit.loading import detect_variant
 from samkit.modeling.tiny_vit import TinyViT
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from check_goldens import Diff
-from check_zoo_goldens import compare
-from test_modeling import _forward_backward
+from samkit.testing.goldens import Diff
+from samkit.testing.zoo_goldens import compare
 
 GOLDENS = Path(__file__).parent / "goldens"
 REFERENCE_SHAPES = json.loads((GOLDENS / "zoo_shapes.json").read_text())
@@ -58,7 +55,7 @@ def test_vit_t_encoder_is_small_and_keeps_the_embedding_shape() -> None:
 
 
 @pytest.mark.parametrize("image_size", [256, 224])  # 224: windows need padding at every stage
-def test_small_tiny_vit_forward_backward(image_size: int) -> None:
+def test_small_tiny_vit_forward_backward(image_size: int, forward_backward: Any) -> None:
     encoder = TinyViT(
         img_size=image_size,
         embed_dims=(8, 16, 20, 40),
@@ -74,7 +71,7 @@ def test_small_tiny_vit_forward_backward(image_size: int) -> None:
         decoder_mlp_dim=64,
         iou_head_hidden_dim=32,
     )
-    _forward_backward(seeded_init_(sam))
+    forward_backward(seeded_init_(sam))
 
 
 def test_tiny_vit_rejects_inconsistent_stage_lists() -> None:
@@ -125,7 +122,7 @@ def test_hf_writer_produces_transformers_keys_and_shapes() -> None:
 )
 def test_hf_round_trip_and_detection(name: str) -> None:
     with torch.device("meta"):
-        weights = sam_model_registry[name]().state_dict()
+        weights = variant_registry[name]().state_dict()  # samkit_narrow: training-only
     hf = to_hf(weights)
     assert detect_layout(hf) == "hf" and detect_layout(weights) == "samkit"
     back, layout = to_samkit(hf)
@@ -139,7 +136,7 @@ def test_a_file_whose_metadata_names_a_variant_of_other_shapes_is_found_by_its_s
 ) -> None:
     # samkit_default was 2M parameters until its full-decoder successor shipped: files written
     # then say "samkit_default" and hold what is now samkit_narrow.
-    weights = seeded_init_(sam_model_registry["samkit_narrow"](), 1).state_dict()
+    weights = seeded_init_(variant_registry["samkit_narrow"](), 1).state_dict()
     path = tmp_path / "old_default.safetensors"
     samkit.checkpoints.write_safetensors(
         weights, path, metadata={"samkit_variant": "samkit_default"}
@@ -147,6 +144,14 @@ def test_a_file_whose_metadata_names_a_variant_of_other_shapes_is_found_by_its_s
     assert detect_variant(weights, path) == "samkit_narrow"
     loaded = samkit.load(path).state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in weights.items())
+
+
+def test_samkit_narrow_is_training_only_a_file_of_it_loads_but_not_its_name() -> None:
+    # It has no weights of its own (stages 1-3 of the bundled model train it), so it is not in
+    # the public registry, and asking for it by name says to pass a weights file instead.
+    assert "samkit_narrow" not in sam_model_registry and "samkit_narrow" in variant_registry
+    with pytest.raises(ValueError, match=r"only training builds.*pass a weights file of it"):
+        samkit.load("samkit_narrow")
 
 
 def test_hf_file_with_either_copy_of_the_tied_matrix_loads(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ Runs in a throwaway venv that has the official package (never a samkit dependenc
 
 It builds the official model at the given size, fills it with samkit's seeded weights (so every
 parameter, relative positions included, matters), runs every prompt case in CASES through the
-official SamPredictor / Sam.forward, and stores weights, images, prompts and outputs.
-`tools/check_goldens.py` replays the cases with samkit and reports the differences.
+official SamPredictor / Sam.forward (the cases are `samkit.testing.goldens`'s), and stores
+weights, images, prompts and outputs. `tools/check_goldens.py` replays the cases with samkit
+and reports the differences.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ from segment_anything.modeling import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from golden_cases import CASES, IMAGE_SIZES, make_image, run_case, run_forward
-
 from samkit.build import seeded_init_
+from samkit.testing.goldens import CASES, IMAGE_SIZES, make_image, run_case, run_forward
 
 # The encoder trunk samkit_default and samkit_narrow share.
 SAMKIT_TRUNK = dict(embed=128, depth=6, heads=4, global_idx=(2, 5), size=128, patch=4, window=16)

@@ -5,7 +5,7 @@ Runs in the throwaway peer venv (`make peer-venv` installs mobilesam-mirror and 
     make zoo-goldens          # tests/goldens/zoo_vit_t.npz, zoo_hf.npz, zoo_shapes.json
 
 vit_t: MobileSAM's full-size model gets samkit's seeded vit_t weights (plus a stand-in for its
-unused ImageNet head) and answers every golden_cases prompt case through its SamPredictor.
+unused ImageNet head) and answers every golden prompt case through its SamPredictor.
 hf: transformers' SamModel, configured as samkit_tiny, gets samkit_tiny's seeded weights
 converted by `samkit.layouts.to_hf` and answers the same cases from the same preprocessed
 image; its masks go through SamImageProcessor.post_process_masks.
@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from golden_cases import CASES, run_case
-from zoo_cases import (
+from samkit.layouts import to_hf
+from samkit.testing.goldens import CASES, run_case
+from samkit.testing.zoo_goldens import (
     SEED,
     ZOO,
     array_sha256,
@@ -37,8 +38,6 @@ from zoo_cases import (
     weights_sha256,
     zoo_images,
 )
-
-from samkit.layouts import to_hf
 
 PIXEL_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)
 PIXEL_STD = torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)

@@ -10,13 +10,13 @@ turned into RLE right away, so memory stays flat on large images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from . import masks as M
+from .mask_data import MaskData
 from .modeling import Sam
 from .predictor import ImageEmbedding, SamPredictor
 
@@ -32,38 +32,6 @@ def _as_rgb(image: Any) -> np.ndarray:
     from .io import load_image
 
     return load_image(image)
-
-
-@dataclass
-class _Masks:
-    """Candidate masks of one crop or image, one row per mask (RLEs in the full image)."""
-
-    rles: list[dict[str, Any]] = field(default_factory=list)
-    boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))
-    iou_preds: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    points: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.float64))
-    stability_score: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))
-
-    def __len__(self) -> int:
-        return len(self.rles)
-
-    def extend(self, other: _Masks) -> None:
-        self.rles.extend(other.rles)
-        self.boxes = torch.cat([self.boxes, other.boxes])
-        self.iou_preds = torch.cat([self.iou_preds, other.iou_preds])
-        self.points = torch.cat([self.points, other.points])
-        self.stability_score = torch.cat([self.stability_score, other.stability_score])
-        self.crop_boxes = torch.cat([self.crop_boxes, other.crop_boxes])
-
-    def keep(self, index: torch.Tensor) -> None:
-        """Keep rows by a 1-D index tensor, in its order."""
-        self.rles = [self.rles[int(i)] for i in index]
-        self.boxes = self.boxes[index]
-        self.iou_preds = self.iou_preds[index]
-        self.points = self.points[index]
-        self.stability_score = self.stability_score[index]
-        self.crop_boxes = self.crop_boxes[index]
 
 
 class SamAutomaticMaskGenerator:
@@ -133,14 +101,26 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
 
     @torch.no_grad()
-    def generate(self, image: Any) -> list[dict[str, Any]]:
+    def generate(
+        self, image: Any, *, embedding: ImageEmbedding | None = None
+    ) -> list[dict[str, Any]]:
         """Masks for `image` (HxWx3 uint8 RGB, or anything `samkit.io.load_image` reads).
+
+        embedding: the whole image's embedding when it was computed already (e.g. by
+          `SamPredictor.set_images` for prompting); then only crops go through the encoder.
 
         Returns one record per mask: segmentation (per output_mode), area (pixels), bbox
         (XYWH), predicted_iou, point_coords ([[X, Y]] of the prompt), stability_score and
         crop_box (XYWH).
         """
-        return self._generate(_as_rgb(image))
+        rgb = _as_rgb(image)
+        if embedding is not None and embedding.original_size != rgb.shape[:2]:
+            h, w = embedding.original_size
+            raise ValueError(
+                f"embedding is of a {h}x{w} (HxW) image but the image is "
+                f"{rgb.shape[0]}x{rgb.shape[1]}; pass the embedding of this image"
+            )
+        return self._generate(rgb, embedding)
 
     @torch.no_grad()
     def generate_batch(
@@ -166,8 +146,8 @@ class SamAutomaticMaskGenerator:
             )
         return [self._record(data, i) for i in range(len(data))]
 
-    def _record(self, data: _Masks, i: int) -> dict[str, Any]:
-        rle = data.rles[i]
+    def _record(self, data: MaskData, i: int) -> dict[str, Any]:
+        rle = data["rles"][i]
         segmentation: Any
         if self.output_mode == "coco_rle":
             segmentation = M.coco_rle_from_uncompressed(rle)
@@ -178,30 +158,30 @@ class SamAutomaticMaskGenerator:
         return {
             "segmentation": segmentation,
             "area": M.area_from_rle(rle),
-            "bbox": M.box_xyxy_to_xywh(data.boxes[i]).tolist(),
-            "predicted_iou": data.iou_preds[i].item(),
-            "point_coords": [data.points[i].tolist()],
-            "stability_score": data.stability_score[i].item(),
-            "crop_box": M.box_xyxy_to_xywh(data.crop_boxes[i]).tolist(),
+            "bbox": M.box_xyxy_to_xywh(data["boxes"][i]).tolist(),
+            "predicted_iou": data["iou_preds"][i].item(),
+            "point_coords": [data["points"][i].tolist()],
+            "stability_score": data["stability_score"][i].item(),
+            "crop_box": M.box_xyxy_to_xywh(data["crop_boxes"][i]).tolist(),
         }
 
-    def _generate_masks(self, image: np.ndarray, embedding: ImageEmbedding | None) -> _Masks:
+    def _generate_masks(self, image: np.ndarray, embedding: ImageEmbedding | None) -> MaskData:
         """All crops' masks; `embedding`, when given, is the whole image's."""
         orig_size = (image.shape[0], image.shape[1])
         crop_boxes, layer_idxs = M.generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
-        data = _Masks()
+        data = _empty()
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
             whole = embedding if layer_idx == 0 else None
-            data.extend(self._process_crop(image, crop_box, layer_idx, orig_size, whole))
+            data.cat(self._process_crop(image, crop_box, layer_idx, orig_size, whole))
         if len(crop_boxes) > 1 and len(data):
             # Prefer masks from smaller (more zoomed-in) crops.
-            scores = 1 / M.box_area(data.crop_boxes)
+            scores = 1 / M.box_area(data["crop_boxes"])
             keep = M.batched_nms(
-                data.boxes.float(), scores, torch.zeros(len(data)), self.crop_nms_thresh
+                data["boxes"].float(), scores, torch.zeros(len(data)), self.crop_nms_thresh
             )
-            data.keep(keep)
+            data.filter(keep)
         return data
 
     def _process_crop(
@@ -211,7 +191,7 @@ class SamAutomaticMaskGenerator:
         layer_idx: int,
         orig_size: tuple[int, int],
         embedding: ImageEmbedding | None = None,
-    ) -> _Masks:
+    ) -> MaskData:
         x0, y0, x1, y1 = crop_box
         cropped = image[y0:y1, x0:x1, :]
         crop_size = (cropped.shape[0], cropped.shape[1])
@@ -221,17 +201,20 @@ class SamAutomaticMaskGenerator:
             self.predictor.set_image(cropped)
         points_scale = np.array(crop_size)[None, ::-1]
         points_for_image = self.point_grids[layer_idx] * points_scale
-        data = _Masks()
+        data = _empty()
         for (points,) in M.batch_iterator(self.points_per_batch, points_for_image):
-            data.extend(self._process_batch(points, crop_size, crop_box, orig_size))
+            data.cat(self._process_batch(points, crop_size, crop_box, orig_size))
         self.predictor.reset_image()
         if len(data):
             keep = M.batched_nms(
-                data.boxes.float(), data.iou_preds, torch.zeros(len(data)), self.box_nms_thresh
+                data["boxes"].float(),
+                data["iou_preds"],
+                torch.zeros(len(data)),
+                self.box_nms_thresh,
             )
-            data.keep(keep)
-        data.boxes = M.uncrop_boxes_xyxy(data.boxes, crop_box)
-        data.points = M.uncrop_points(data.points, crop_box)
+            data.filter(keep)
+        data["boxes"] = M.uncrop_boxes_xyxy(data["boxes"], crop_box)
+        data["points"] = M.uncrop_points(data["points"], crop_box)
         return data
 
     def _process_batch(
@@ -240,7 +223,7 @@ class SamAutomaticMaskGenerator:
         crop_size: tuple[int, int],
         crop_box: list[int],
         orig_size: tuple[int, int],
-    ) -> _Masks:
+    ) -> MaskData:
         predictor, model = self.predictor, self.predictor.model
         input_size = predictor.input_size
         coords = predictor.transform.apply_coords(points, crop_size)
@@ -261,7 +244,7 @@ class SamAutomaticMaskGenerator:
             )
         low_res, iou_preds = low_res.float(), iou_preds[index[:, 0], index[:, 1]].float()
         point_rows = torch.as_tensor(points)[index[:, 0]]
-        out = _Masks()
+        out = _empty()
         h, w = crop_size
         size = model.img_size
         chunk = max(1, CHUNK_BYTES // (4 * (size * size + h * w)))
@@ -274,8 +257,15 @@ class SamAutomaticMaskGenerator:
             )
             crop_boxes = torch.tensor([crop_box] * len(rles), dtype=torch.long).reshape(-1, 4)
             rows = local + start
-            out.extend(
-                _Masks(rles, boxes, iou_preds[rows], point_rows[rows], stability, crop_boxes)
+            out.cat(
+                MaskData(
+                    rles=rles,
+                    boxes=boxes,
+                    iou_preds=iou_preds[rows],
+                    points=point_rows[rows],
+                    stability_score=stability,
+                    crop_boxes=crop_boxes,
+                )
             )
         return out
 
@@ -302,13 +292,15 @@ class SamAutomaticMaskGenerator:
         return local, rles, boxes, stability[local]
 
     @staticmethod
-    def postprocess_small_regions(data: _Masks, min_area: int, nms_thresh: float) -> _Masks:
+    def postprocess_small_regions(
+        mask_data: MaskData, min_area: int, nms_thresh: float
+    ) -> MaskData:
         """Remove small holes and islands from every mask, then NMS again, preferring masks
         that did not change. Changed masks that survive get their new RLE and box."""
-        if len(data) == 0:
-            return data
+        if len(mask_data["rles"]) == 0:
+            return mask_data
         new_masks, scores = [], []
-        for rle in data.rles:
+        for rle in mask_data["rles"]:
             mask = M.rle_to_mask(rle)
             mask, changed_holes = M.remove_small_regions(mask, min_area, mode="holes")
             mask, changed_islands = M.remove_small_regions(mask, min_area, mode="islands")
@@ -321,7 +313,19 @@ class SamAutomaticMaskGenerator:
         )
         for i in keep.tolist():
             if scores[i] == 0.0:
-                data.rles[i] = M.mask_to_rle(masks[i : i + 1])[0]
-                data.boxes[i] = boxes[i]
-        data.keep(keep)
-        return data
+                mask_data["rles"][i] = M.mask_to_rle(masks[i : i + 1])[0]
+                mask_data["boxes"][i] = boxes[i]
+        mask_data.filter(keep)
+        return mask_data
+
+
+def _empty() -> MaskData:
+    """A MaskData with the generator's columns and no rows."""
+    return MaskData(
+        rles=[],
+        boxes=torch.zeros(0, 4, dtype=torch.long),
+        iou_preds=torch.zeros(0),
+        points=torch.zeros(0, 2, dtype=torch.float64),
+        stability_score=torch.zeros(0),
+        crop_boxes=torch.zeros(0, 4, dtype=torch.long),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 
@@ -128,19 +129,33 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 # -- amg -----------------------------------------------------------------------------------
-AMG_OPTIONS: list[tuple[str, type, object, str]] = [
-    ("points_per_side", int, 32, "grid points along each side of the image"),
-    ("points_per_batch", int, 64, "points run through the decoder at once"),
-    ("pred_iou_thresh", float, 0.88, "keep masks whose predicted IoU is above this"),
-    ("stability_score_thresh", float, 0.95, "keep masks at least this stable"),
-    ("stability_score_offset", float, 1.0, "logit offset for the stability score"),
-    ("box_nms_thresh", float, 0.7, "box IoU for NMS within a crop"),
-    ("crop_n_layers", int, 0, "zoomed crop layers (0: the whole image only)"),
-    ("crop_nms_thresh", float, 0.7, "box IoU for NMS across crops"),
-    ("crop_overlap_ratio", float, 512 / 1500, "overlap of neighbouring crops"),
-    ("crop_n_points_downscale_factor", int, 1, "fewer points per side in deeper crop layers"),
-    ("min_mask_region_area", int, 0, "remove holes/islands smaller than this (pixels)"),
+# The generator's arguments the CLI exposes: (name, type, help). Their defaults are not
+# repeated here: `amg_options` reads them from SamAutomaticMaskGenerator's signature.
+AMG_HELP: list[tuple[str, type, str]] = [
+    ("points_per_side", int, "grid points along each side of the image"),
+    ("points_per_batch", int, "points run through the decoder at once"),
+    ("pred_iou_thresh", float, "keep masks whose predicted IoU is above this"),
+    ("stability_score_thresh", float, "keep masks at least this stable"),
+    ("stability_score_offset", float, "logit offset for the stability score"),
+    ("box_nms_thresh", float, "box IoU for NMS within a crop"),
+    ("crop_n_layers", int, "zoomed crop layers (0: the whole image only)"),
+    ("crop_nms_thresh", float, "box IoU for NMS across crops"),
+    ("crop_overlap_ratio", float, "overlap of neighbouring crops"),
+    ("crop_n_points_downscale_factor", int, "fewer points per side in deeper crop layers"),
+    ("min_mask_region_area", int, "remove holes/islands smaller than this (pixels)"),
 ]
+
+
+def amg_options() -> list[tuple[str, type, object, str]]:
+    """(name, type, default, help) of each option in AMG_HELP, the default being
+    SamAutomaticMaskGenerator's own."""
+    from .automatic import SamAutomaticMaskGenerator
+
+    params = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    return [(name, kind, params[name].default, text) for name, kind, text in AMG_HELP]
+
+
+AMG_OPTIONS = amg_options()
 
 
 def _add_amg(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""Pure, batched mask utilities: RLE, boxes, areas, stability, NMS, grids, crops, polygons.
+"""Pure, batched mask utilities: RLE, boxes, areas, IoU, stability, NMS, grids, crops, polygons.
 
 Torch functions run on their input's device and keep its dtype where the result is made
 of the input's values; numpy/OpenCV functions take and return arrays. Boxes are XYXY in
@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ __all__ = [
     "encode_coco_rle",
     "generate_crop_boxes",
     "is_box_near_crop_edge",
+    "mask_iou",
     "mask_to_polygons",
     "mask_to_rle",
     "polygons_to_mask",
@@ -86,12 +87,12 @@ def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     return boxes.to(dtype)
 
 
-def box_xyxy_to_xywh(box: torch.Tensor) -> torch.Tensor:
+def box_xyxy_to_xywh(box_xyxy: torch.Tensor) -> torch.Tensor:
     """XYXY -> XYWH over the last dim, (..., 4); a new tensor of the same dtype.
 
     Official takes one (4,) box; this gives the same result for it and also works batched.
     """
-    x0, y0, x1, y1 = box.unbind(-1)
+    x0, y0, x1, y1 = box_xyxy.unbind(-1)
     return torch.stack([x0, y0, x1 - x0, y1 - y0], dim=-1)
 
 
@@ -168,6 +169,38 @@ def calculate_stability_score(
 def area_from_masks(masks: torch.Tensor) -> torch.Tensor:
     """(..., H, W) masks (non-zero = inside) -> (...,) int64 pixel counts."""
     return (masks != 0).sum(dim=(-2, -1))
+
+
+@overload
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
+@overload
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray: ...
+def mask_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> Any:
+    """IoU of bool masks over their last two axes: (..., H, W) and (..., H, W) -> (...).
+
+    The leading axes broadcast, e.g. (B, 3, H, W) candidates against (B, 1, H, W) targets.
+    Two empty masks have IoU 1. Tensors give float32 on their device, arrays float64.
+    """
+    if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
+        raise TypeError(
+            f"mask_iou takes two tensors or two arrays; got {type(a).__name__} and "
+            f"{type(b).__name__}"
+        )
+    if a.dtype not in (torch.bool, np.bool_) or b.dtype not in (torch.bool, np.bool_):
+        raise TypeError(
+            f"mask_iou takes bool masks; got {a.dtype} and {b.dtype}. Threshold logits "
+            "first (logits > 0)"
+        )
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"masks must be (..., H, W); got shapes {a.shape} and {b.shape}")
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor)
+        inter = (a & b).sum(dim=(-2, -1)).float()
+        union = (a | b).sum(dim=(-2, -1)).float()
+        return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    inter_np = (a & b).sum(axis=(-2, -1))
+    union_np = (a | b).sum(axis=(-2, -1))
+    return np.where(union_np > 0, inter_np / np.maximum(union_np, 1), 1.0)
 
 
 # ---------------------------------------------------------------- point grids and crops

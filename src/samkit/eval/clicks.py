@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..masks import mask_iou
 from ..modeling import Sam
 from ..predictor import SamPredictor
 
@@ -50,13 +51,6 @@ def next_click(pred: np.ndarray, target: np.ndarray) -> tuple[int, int, int] | N
         return None
     x, y = interior_point(best[1])
     return x, y, best[2]
-
-
-def _iou(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """IoU of (B, H, W) predictions with (B, H, W) targets: (B,)."""
-    inter = (pred & target).sum((1, 2))
-    union = (pred | target).sum((1, 2))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 @dataclass
@@ -125,11 +119,11 @@ def run_protocol(
         )
         if k == 0:
             candidates = masks.cpu().numpy()  # (B, 3, H, W)
-            per_mask = np.stack([_iou(candidates[:, j], targets) for j in range(masks.shape[1])])
+            per_mask = mask_iou(candidates, targets[:, None]).T  # (3, B)
             oracle = per_mask.max(axis=0)
         best = scores.argmax(dim=1)  # (B,)
         rows = torch.arange(b)
         pred = masks[rows, best].cpu().numpy()
         low_res = low[rows, best][:, None]  # (B, 1, h, w)
-        ious[:, k] = _iou(pred, targets)
+        ious[:, k] = mask_iou(pred, targets)
     return ProtocolResult(ious, oracle)

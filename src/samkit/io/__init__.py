@@ -1,6 +1,7 @@
 """Image input: one loader from paths, bytes, PIL images and arrays to HxWx3 uint8 RGB; and the
-mask formats SA-1B, COCO, the official amg.py PNG folder and label maps, YOLO-seg (imported on
-first use: they need torch, the image loader does not)."""
+mask formats SA-1B, COCO, the official amg.py PNG folder and label maps, YOLO-seg, and the
+helpers they share (a record's mask as RLE, atomic JSON files); all but the image loader
+are imported on first use: they need torch, the image loader does not."""
 
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ _EXPORTS = {
     ),
     **dict.fromkeys(("read_sa1b", "sa1b_masks", "write_sa1b"), ".sa1b"),
     **dict.fromkeys(("read_yolo", "write_yolo", "yolo_masks"), ".yolo"),
+    **dict.fromkeys(("read_json", "record_rle", "write_json"), "._records"),
 }
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -24,11 +26,14 @@ __all__ = [
     "image_size",
     "load_image",
     "read_coco",
+    "read_json",
     "read_label_map",
     "read_png_folder",
     "read_sa1b",
     "read_yolo",
+    "record_rle",
     "sa1b_masks",
+    "write_json",
     "write_label_map",
     "write_png_folder",
     "write_sa1b",
@@ -38,6 +43,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from ._records import read_json, record_rle, write_json
     from .coco import CocoDataset, CocoWriter, annotation_to_mask, read_coco
     from .png import read_label_map, read_png_folder, write_label_map, write_png_folder
     from .sa1b import read_sa1b, sa1b_masks, write_sa1b

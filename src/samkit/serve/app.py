@@ -178,7 +178,9 @@ def create_app(
         options = body.model_dump()
         max_masks = options.pop("max_masks")
         start = time.perf_counter()
-        records = engine.everything(lambda: project.load(image_id), **options)
+        records = engine.everything(
+            project.revision(image_id), lambda: project.load(image_id), **options
+        )
         records.sort(key=lambda r: -r["predicted_iou"])
         keys = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords")
         masks = [{k: r[k] for k in keys} for r in records[:max_masks]]

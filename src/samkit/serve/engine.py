@@ -1,9 +1,10 @@
 """The model side of the annotator: cached embeddings, prompt -> masks, segment everything.
 
-One `Engine` is shared by every request thread. Each image gets its own `SamPredictor`
-(a thin wrapper holding that image's embedding), kept in an LRU bounded in bytes, so two
-images are prompted concurrently without sharing mutable state; a per-image lock makes
-concurrent first requests on one image compute its embedding once.
+One `Engine` is shared by every request thread. Each image's `ImageEmbedding` is kept in an
+LRU bounded in bytes; every request wraps it in its own `SamPredictor` (a thin wrapper), so
+requests are prompted concurrently without sharing mutable state, and "segment everything"
+reuses the embedding a click computed. A per-image lock, held only while that image is being
+embedded, makes concurrent first requests on one image compute its embedding once.
 
 Mask feedback (SAM's dense prompt): every prediction's low-res logits stay on the server
 under a random token; the next request names `(token, index)` to feed candidate `index`
@@ -13,10 +14,11 @@ byte-bounded LRU; an expired or foreign token is a ValueError the API turns into
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,7 @@ import torch
 from ..automatic import SamAutomaticMaskGenerator
 from ..masks import calculate_stability_score
 from ..modeling import Sam
-from ..predictor import SamPredictor
+from ..predictor import ImageEmbedding, SamPredictor
 from .cache import ByteLRU
 
 ImageLoader = Callable[[], np.ndarray]  # returns the image as HxWx3 uint8 RGB
@@ -43,9 +45,17 @@ class Prediction:
     seconds: float  # time spent in the model (prompt encoder + decoder + upsampling)
 
 
-def _embedding_bytes(predictor: SamPredictor) -> int:
-    features = predictor.features
-    return 0 if features is None else features.numel() * features.element_size()
+def _embedding_bytes(embedding: ImageEmbedding) -> int:
+    features = embedding.features
+    return features.numel() * features.element_size()
+
+
+@dataclass
+class _KeyLock:
+    """A lock for one image and how many threads hold or wait for it (guarded by the engine)."""
+
+    lock: threading.Lock
+    users: int = 0
 
 
 class Engine:
@@ -62,27 +72,33 @@ class Engine:
           ViT-B/L/H's 4 MiB each). logits_bytes: low-res logits kept for mask feedback.
         """
         self.model = model.eval()
-        self.embeddings: ByteLRU[str, SamPredictor] = ByteLRU(cache_bytes, _embedding_bytes)
+        self.embeddings: ByteLRU[str, ImageEmbedding] = ByteLRU(cache_bytes, _embedding_bytes)
         self.logits: ByteLRU[str, tuple[str, np.ndarray]] = ByteLRU(
             logits_bytes, lambda item: item[1].nbytes
         )
-        self._locks: dict[str, threading.Lock] = {}
+        # Only images being embedded right now have a lock: the last user removes it.
+        self._locks: dict[str, _KeyLock] = {}
         self._locks_guard = threading.Lock()
         self._amg_lock = threading.Lock()  # one "segment everything" at a time: it is heavy
 
     def embed(self, key: str, load: ImageLoader) -> tuple[SamPredictor, bool]:
-        """The predictor holding image `key`'s embedding, and whether it was cached."""
-        predictor = self.embeddings.get(key)
-        if predictor is not None:
-            return predictor, True
+        """A predictor of its own on image `key`'s embedding, and whether it was cached."""
+        embedding, cached = self._embedding(key, load)
+        predictor = SamPredictor(self.model)
+        predictor.set_embedding(embedding)
+        return predictor, cached
+
+    def _embedding(self, key: str, load: ImageLoader) -> tuple[ImageEmbedding, bool]:
+        embedding = self.embeddings.get(key)
+        if embedding is not None:
+            return embedding, True
         with self._lock_for(key):
-            predictor = self.embeddings.get(key)  # another thread may have finished it
-            if predictor is not None:
-                return predictor, True
-            predictor = SamPredictor(self.model)
-            predictor.set_image(load())
-            self.embeddings.put(key, predictor)
-            return predictor, False
+            embedding = self.embeddings.get(key)  # another thread may have finished it
+            if embedding is not None:
+                return embedding, True
+            (embedding,) = SamPredictor(self.model).set_images([load()])
+            self.embeddings.put(key, embedding)
+            return embedding, False
 
     def predict(
         self,
@@ -121,14 +137,18 @@ class Engine:
         self.logits.put(token, (key, low_res))
         return Prediction(token, masks, scores, stability.numpy().astype(np.float32), seconds)
 
-    def everything(self, load: ImageLoader, **options: Any) -> list[dict[str, Any]]:
-        """Automatic mask generation over the image; records with uncompressed RLE masks.
+    def everything(self, key: str, load: ImageLoader, **options: Any) -> list[dict[str, Any]]:
+        """Automatic mask generation over image `key`; records with uncompressed RLE masks.
 
-        options: `SamAutomaticMaskGenerator` arguments (points_per_side, pred_iou_thresh, ...).
+        The image's cached embedding is used (and cached when it was not): only crops, if
+        asked for, go through the image encoder. options: `SamAutomaticMaskGenerator`
+        arguments (points_per_side, pred_iou_thresh, ...).
         """
         generator = SamAutomaticMaskGenerator(self.model, output_mode="uncompressed_rle", **options)
+        image = load()
+        embedding, _ = self._embedding(key, lambda: image)
         with self._amg_lock:
-            return generator.generate(load())
+            return generator.generate(image, embedding=embedding)
 
     def _previous_logits(self, key: str, token: str, index: int) -> np.ndarray:
         item = self.logits.get(token)
@@ -145,6 +165,17 @@ class Engine:
             )
         return low_res[index : index + 1]
 
-    def _lock_for(self, key: str) -> threading.Lock:
+    @contextlib.contextmanager
+    def _lock_for(self, key: str) -> Iterator[None]:
+        """Hold image `key`'s lock; it exists only while some thread holds or waits for it."""
         with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
+            entry = self._locks.setdefault(key, _KeyLock(threading.Lock()))
+            entry.users += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._locks_guard:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._locks[key]

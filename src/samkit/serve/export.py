@@ -99,7 +99,7 @@ def _record(ann: dict[str, Any], width: int, height: int) -> dict[str, Any]:
 
 
 def _add_labels(path: Path, anns: list[dict[str, Any]]) -> None:
-    from ..io._records import read_json, write_json
+    from ..io import read_json, write_json
 
     doc = read_json(path)
     for written, ann in zip(doc["annotations"], anns, strict=True):

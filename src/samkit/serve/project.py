@@ -26,8 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .._atomic import atomic_path
-from ..io import DEFAULT_MAX_PIXELS, image_size, load_image
-from ..io._records import read_json, record_rle, write_json
+from ..io import DEFAULT_MAX_PIXELS, image_size, load_image, read_json, record_rle, write_json
 from ..io.images import IMAGE_SUFFIXES
 from ..rle import decode_coco_rle
 

@@ -1,8 +1,16 @@
-"""The golden prompt cases, shared by make_goldens.py (official package) and check_goldens.py
-(samkit). Both packages have the same predictor API, so one replay function serves both."""
+"""Parity with Meta's `segment_anything`: the golden prompt cases and their replay.
+
+`tools/make_goldens.py` runs the cases through the official package (in a throwaway venv) and
+records the outputs; `compare` runs them through samkit and measures the differences, which
+`tests/test_goldens.py` bounds and `tools/check_goldens.py` prints. Both packages have the same
+predictor API, so one replay function (`run_case`) serves both sides.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +20,7 @@ import torch
 IMAGE_SIZES = [(200, 300), (270, 180)]
 
 # Prompts in original-image pixels. Each case runs on each image.
-CASES: list[dict] = [
+CASES: list[dict[str, Any]] = [
     dict(name="point", call="predict", multimask=True, point_coords=[[150, 100]], point_labels=[1]),
     dict(
         name="points_pos_neg",
@@ -91,7 +99,10 @@ def make_image(seed: int, h: int, w: int) -> np.ndarray:
     return img.clip(0, 255).astype(np.uint8)
 
 
-def run_case(predictor: Any, case: dict, mask_input: np.ndarray | None) -> dict:
+def run_case(
+    predictor: Any, case: dict[str, Any], mask_input: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """One case through `predictor` (samkit's or the official SamPredictor, image set)."""
     t = predictor.transform
     size = predictor.original_size
     if case["call"] == "predict":
@@ -114,13 +125,13 @@ def run_case(predictor: Any, case: dict, mask_input: np.ndarray | None) -> dict:
     return {"masks": masks.numpy(), "scores": scores.numpy(), "low_res": low_res.numpy()}
 
 
-def run_forward(sam: Any, transform: Any, images: list[np.ndarray]) -> dict:
+def run_forward(sam: Any, transform: Any, images: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Sam.forward on both images at once, a point on the first and two boxes on the second."""
     t = transform
     batch = []
     for i, img in enumerate(images):
         resized = torch.as_tensor(t.apply_image(img)).permute(2, 0, 1).contiguous()
-        record = {"image": resized, "original_size": img.shape[:2]}
+        record: dict[str, Any] = {"image": resized, "original_size": img.shape[:2]}
         if i == 0:
             record["point_coords"] = t.apply_coords_torch(
                 torch.tensor([[[50.0, 60.0]]]), img.shape[:2]
@@ -131,8 +142,88 @@ def run_forward(sam: Any, transform: Any, images: list[np.ndarray]) -> dict:
             record["boxes"] = t.apply_boxes_torch(boxes, img.shape[:2])
         batch.append(record)
     out = sam(batch, multimask_output=True)
-    result = {}
+    result: dict[str, np.ndarray] = {}
     for i, o in enumerate(out):
         for key, value in o.items():
             result[f"forward/{i}/{key}"] = value.numpy()
     return result
+
+
+@dataclass
+class Diff:
+    case: str
+    iou_max: float  # largest |IoU prediction difference|
+    logits_max: float  # largest |low-res logit difference|
+    mask_frac: float  # fraction of thresholded mask pixels that differ
+
+
+def compare(prefix: str | Path) -> list[Diff]:
+    """Run every stored case on samkit; `prefix` names `{prefix}.npz` and `.safetensors`."""
+    from .. import SamPredictor, load
+
+    prefix = Path(prefix)
+    gold = np.load(f"{prefix}.npz")
+    manifest = json.loads(gold["manifest"].tobytes())
+    sam = load(f"{prefix}.safetensors")
+    predictor = SamPredictor(sam)
+    diffs: list[Diff] = []
+    with torch.no_grad():
+        for i in range(manifest["images"]):
+            predictor.set_image(gold[f"image/{i}"])
+            emb = predictor.get_image_embedding().numpy()
+            diffs.append(
+                Diff(f"{i}/embedding", 0.0, float(np.abs(emb - gold[f"embedding/{i}"]).max()), 0.0)
+            )
+            for case in manifest["cases"]:
+                key = f"{i}/{case['name']}"
+                mask_input = gold[f"{key}/mask_input"] if "mask_from" in case else None
+                got = run_case(predictor, case, mask_input)
+                diffs.append(diff_outputs(key, got, {k: gold[f"{key}/{k}"] for k in got}))
+        images = [gold[f"image/{i}"] for i in range(manifest["images"])]
+        got_forward = run_forward(sam, predictor.transform, images)
+        for i in range(len(images)):
+            got = {k: got_forward[f"forward/{i}/{k}"] for k in FORWARD_KEYS}
+            want = {k: gold[f"forward/{i}/{k}"] for k in FORWARD_KEYS}
+            diffs.append(diff_outputs(f"forward/{i}", _as_case(got), _as_case(want)))
+    return diffs
+
+
+FORWARD_KEYS = ("masks", "iou_predictions", "low_res_logits")
+
+
+def _as_case(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sam.forward's output keys renamed to the predictor cases' (masks, scores, low_res)."""
+    return {
+        "masks": out["masks"],
+        "scores": out["iou_predictions"],
+        "low_res": out["low_res_logits"],
+    }
+
+
+def diff_outputs(name: str, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> Diff:
+    """How far one case's outputs (masks, scores, low_res) are from the golden's."""
+    for k in got:
+        if got[k].shape != want[k].shape:
+            raise AssertionError(f"{name}/{k}: shape {got[k].shape} != golden {want[k].shape}")
+    masks_got, masks_want = got["masks"], want["masks"]
+    if masks_got.dtype != np.bool_:  # return_logits: compare thresholded and raw
+        masks_got, masks_want = masks_got > 0, masks_want > 0
+    return Diff(
+        name,
+        float(np.abs(got["scores"] - want["scores"]).max()),
+        float(np.abs(got["low_res"] - want["low_res"]).max()),
+        float((masks_got != masks_want).mean()),
+    )
+
+
+def print_report(diffs: list[Diff]) -> None:
+    """One line per case, then the worst of each measure (logits without the embedding)."""
+    print(f"{'case':32s} {'max|dIoU|':>10s} {'max|dlogit|':>12s} {'mask px diff':>13s}")
+    for d in diffs:
+        print(f"{d.case:32s} {d.iou_max:10.2e} {d.logits_max:12.2e} {d.mask_frac:13.6%}")
+    print(
+        f"worst: IoU {max(d.iou_max for d in diffs):.2e}, logits "
+        f"{max(d.logits_max for d in diffs if 'embedding' not in d.case):.2e}, "
+        f"embedding {max(d.logits_max for d in diffs if 'embedding' in d.case):.2e}, "
+        f"mask pixels {max(d.mask_frac for d in diffs):.5%}"
+    )
