@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from samkit import SamAutomaticMaskGenerator, cli
+from samkit.cli import amg
 from samkit.build import build_samkit_tiny, seeded_init_
 from samkit.checkpoints import write_safetensors
 
@@ -164,7 +165,7 @@ def test_weights_get_without_network_fails_clearly(tmp_path: Path) -> None:
 
 def _amg_defaults() -> dict[str, object]:
     params = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
-    return {name: params[name].default for name, *_ in cli.AMG_HELP}
+    return {name: params[name].default for name, *_ in amg.AMG_HELP}
 
 
 @pytest.mark.parametrize("command", ["amg", "engine"])
@@ -175,10 +176,10 @@ def test_amg_option_defaults_are_the_generators(command: str) -> None:
 
 
 def test_amg_option_defaults_are_read_not_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Were the defaults written out in cli.py, a change of the generator's would leave them stale.
+    # Were the defaults written out in cli/amg.py, a change of the generator's would leave them stale.
     init = SamAutomaticMaskGenerator.__init__
     assert init.__defaults__ is not None
     changed = tuple(d + 1 if type(d) in (int, float) else d for d in init.__defaults__)
     monkeypatch.setattr(init, "__defaults__", changed)
-    got = {name: default for name, _, default, _ in cli.amg_options()}
+    got = {name: default for name, _, default, _ in amg.amg_options()}
     assert got == _amg_defaults() and got["points_per_side"] == 33

@@ -344,3 +344,17 @@ def test_export_sa1b_png_yolo(client: TestClient, folder: Path) -> None:
         client.delete(f"{url}/{ann['id']}")
     client.post("/api/export", json={"format": "png"})
     assert not (root / "png" / "a").exists() and (root / "png" / "sub" / "b").is_dir()
+
+
+def test_segment_everything_defaults_are_the_generators() -> None:
+    """The API's segment-everything defaults are SamAutomaticMaskGenerator's, not a copy."""
+    import inspect
+
+    from samkit import SamAutomaticMaskGenerator
+    from samkit.serve.schemas import EverythingRequest
+
+    params = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    body = EverythingRequest()
+    for name in ("points_per_side", "pred_iou_thresh", "stability_score_thresh",
+                 "box_nms_thresh", "min_mask_region_area"):  # fmt: skip
+        assert getattr(body, name) == params[name].default, name

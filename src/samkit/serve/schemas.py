@@ -6,9 +6,18 @@ numbers are refused here; shapes, labels and image bounds by `samkit.prompts.val
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..automatic import SamAutomaticMaskGenerator
+
+# The generator's own defaults, read from its signature instead of written out a second time.
+_AMG_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(SamAutomaticMaskGenerator.__init__).parameters.items()
+}
 
 
 class _Body(BaseModel):
@@ -37,11 +46,13 @@ class PredictRequest(_Body):
 
 
 class EverythingRequest(_Body):
-    points_per_side: int = Field(default=32, ge=1, le=64)
-    pred_iou_thresh: float = Field(default=0.88, ge=0.0, le=1.0)
-    stability_score_thresh: float = Field(default=0.95, ge=0.0, le=1.0)
-    box_nms_thresh: float = Field(default=0.7, ge=0.0, le=1.0)
-    min_mask_region_area: int = Field(default=0, ge=0)
+    points_per_side: int = Field(default=_AMG_DEFAULTS["points_per_side"], ge=1, le=64)
+    pred_iou_thresh: float = Field(default=_AMG_DEFAULTS["pred_iou_thresh"], ge=0.0, le=1.0)
+    stability_score_thresh: float = Field(
+        default=_AMG_DEFAULTS["stability_score_thresh"], ge=0.0, le=1.0
+    )
+    box_nms_thresh: float = Field(default=_AMG_DEFAULTS["box_nms_thresh"], ge=0.0, le=1.0)
+    min_mask_region_area: int = Field(default=_AMG_DEFAULTS["min_mask_region_area"], ge=0)
     max_masks: int = Field(default=200, ge=1, le=1000, description="largest-IoU masks returned")
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .scale.deid import SHIPPED
+from ..scale.deid import SHIPPED
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction) -> None:
     _add_deid(sub)
     _add_engine(sub)
     _add_stats(sub)
@@ -48,8 +48,8 @@ def _add_deid(sub: argparse._SubParsersAction) -> None:
 
 
 def _deid(args: argparse.Namespace) -> int:
-    from .scale.deid import deid_files, parse_detectors
-    from .scale.store import collect_items
+    from ..scale.deid import deid_files, parse_detectors
+    from ..scale.store import collect_items
 
     items = collect_items(args.inputs)
     if not items:
@@ -63,7 +63,7 @@ def _deid(args: argparse.Namespace) -> int:
 
 # -- engine --------------------------------------------------------------------------------
 def _add_engine(sub: argparse._SubParsersAction) -> None:
-    from .cli import AMG_OPTIONS
+    from .amg import amg_options
 
     p = sub.add_parser(
         "engine",
@@ -102,20 +102,20 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="copy each image beside its JSON (an SA-1B folder that training reads)",
     )
-    for name, kind, default, text in AMG_OPTIONS:
+    for name, kind, default, text in amg_options():
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=text)
     p.set_defaults(handler=_engine)
 
 
 def _engine(args: argparse.Namespace) -> int:
-    from .cli import AMG_OPTIONS
+    from .amg import AMG_HELP
 
     try:
         import ray  # noqa: F401
     except ImportError as err:
         raise RuntimeError(f"samkit engine needs Ray: pip install 'samkit[scale]' ({err})") from err
-    from .scale.pipeline import EngineConfig, RayOptions, run_engine
-    from .scale.store import collect_items
+    from ..scale.pipeline import EngineConfig, RayOptions, run_engine
+    from ..scale.store import collect_items
 
     items = collect_items(args.inputs)
     if not items:
@@ -126,7 +126,7 @@ def _engine(args: argparse.Namespace) -> int:
         model=args.model,
         out=args.out,
         device=args.device,
-        amg_options={name: getattr(args, name) for name, *_ in AMG_OPTIONS},
+        amg_options={name: getattr(args, name) for name, *_ in AMG_HELP},
         deid=args.deid,
         write_images=args.write_images,
         threads=args.threads,
@@ -149,8 +149,8 @@ def _check_model(model: str) -> None:
     """Fail before Ray starts for a model that is neither a name nor a file."""
     from pathlib import Path
 
-    from .build import sam_model_registry
-    from .checkpoints import KNOWN_WEIGHTS
+    from ..build import sam_model_registry
+    from ..checkpoints import KNOWN_WEIGHTS
 
     known = model in sam_model_registry or model in KNOWN_WEIGHTS
     if not known and not Path(model).is_file():
@@ -183,7 +183,7 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from .scale.stats import collect_stats, markdown, write_report
+    from ..scale.stats import collect_stats, markdown, write_report
 
     keys = [k.strip() for k in args.group_by.split(",") if k.strip()]
     stats = collect_stats(args.folder, keys)

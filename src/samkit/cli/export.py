@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def add_export(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export-onnx",
         help="export the prompt encoder + mask decoder (and the image encoder) to ONNX",
@@ -42,8 +42,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from . import load
-    from .export import export_decoder, export_encoder, quantize_dynamic_int8
+    from .. import load
+    from ..export import export_decoder, export_encoder, quantize_dynamic_int8
 
     model = load(args.model).eval()
     written = []
