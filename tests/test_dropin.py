@@ -18,7 +18,13 @@ from samkit.automatic_mask_generator import SamAutomaticMaskGenerator
 from samkit.build_sam import sam_model_registry
 from samkit.modeling import Sam
 from samkit.predictor import SamPredictor
-from samkit.utils.amg import MaskData, coco_encode_rle, mask_to_rle_pytorch, rle_to_mask
+from samkit.utils.amg import (
+    MaskData,
+    coco_encode_rle,
+    generate_crop_boxes,
+    mask_to_rle_pytorch,
+    rle_to_mask,
+)
 from samkit.utils.onnx import SamOnnxModel
 from samkit.utils.transforms import ResizeLongestSide
 
@@ -215,3 +221,39 @@ def test_rle_helpers_under_their_official_names_round_trip() -> None:
     coco = coco_encode_rle(rles[0])
     assert np.array_equal(pycocotools.decode(dict(coco, counts=coco["counts"].encode())),
                           masks[0].numpy())  # fmt: skip
+
+
+def test_predictor_and_amg_notebook_flows(tiny_sam: Sam, image: np.ndarray) -> None:
+    """notebooks/predictor_example.ipynb and automatic_mask_generator_example.ipynb: a click,
+    its best low-res logits fed back with a second click, a batch of boxes through
+    predict_torch with transform.apply_boxes_torch, and the generator built by keyword."""
+    predictor = SamPredictor(tiny_sam)
+    predictor.set_image(image)
+    masks, scores, logits = predictor.predict(
+        point_coords=np.array([[70, 60]]), point_labels=np.array([1]), multimask_output=True
+    )
+    assert masks.shape == (3, *image.shape[:2]) and scores.shape == (3,)
+    mask_input = logits[np.argmax(scores), :, :]
+    masks, _, _ = predictor.predict(
+        point_coords=np.array([[70, 60], [20, 20]]),
+        point_labels=np.array([1, 0]),
+        mask_input=mask_input[None, :, :],
+        multimask_output=False,
+    )
+    assert masks.shape == (1, *image.shape[:2])
+    input_boxes = torch.tensor([[10, 10, 80, 70], [40, 30, 150, 110]], device=predictor.device)
+    transformed_boxes = predictor.transform.apply_boxes_torch(input_boxes, image.shape[:2])
+    masks_t, _, _ = predictor.predict_torch(
+        point_coords=None, point_labels=None, boxes=transformed_boxes, multimask_output=False
+    )
+    assert masks_t.shape == (2, 1, *image.shape[:2]) and masks_t.dtype == torch.bool
+    generator = SamAutomaticMaskGenerator(
+        model=tiny_sam, points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+        crop_n_layers=1, crop_n_points_downscale_factor=2, min_mask_region_area=100,
+    )  # fmt: skip
+    records = generator.generate(image)
+    assert records and all(r["segmentation"].shape == image.shape[:2] for r in records)
+    crops, _ = generate_crop_boxes(image.shape[:2], 1, 512 / 1500)
+    assert len(crops) == 5  # the whole image and four zoomed crops
+    xywh = {(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in crops}
+    assert {tuple(r["crop_box"]) for r in records} <= xywh
