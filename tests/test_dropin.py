@@ -257,3 +257,21 @@ def test_predictor_and_amg_notebook_flows(tiny_sam: Sam, image: np.ndarray) -> N
     assert len(crops) == 5  # the whole image and four zoomed crops
     xywh = {(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in crops}
     assert {tuple(r["crop_box"]) for r in records} <= xywh
+
+
+def test_build_sam_is_the_function_even_after_its_submodule_is_imported() -> None:
+    """As in Meta's package, `samkit.build_sam` is the builder, whatever was imported first."""
+    import importlib
+    import subprocess
+    import sys
+
+    import samkit
+
+    module = importlib.import_module("samkit.build_sam")
+    assert callable(samkit.build_sam) and samkit.build_sam is module.build_sam
+    code = (
+        "import samkit.build_sam, samkit; from samkit.build_sam import sam_model_registry; "
+        "from samkit import build_sam; assert build_sam is samkit.build.build_sam_vit_h; "
+        "assert 'vit_b' in sam_model_registry"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,7 +4,9 @@ The public names below are imported on first use, so `import samkit.export.runti
 onnxruntime predictor) works without torch.
 """
 
-from typing import TYPE_CHECKING
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_attributes
 
@@ -32,6 +34,21 @@ __all__ = [
     "sam_model_registry",
 ]
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+
+
+class _Package(types.ModuleType):
+    """samkit's module type: importing the submodule `samkit.build_sam` does not replace the
+    exported builder function of the same name. In Meta's package the function shadows the
+    submodule (its `__init__` imports it after the submodule), so `segment_anything.build_sam`
+    is the function; here too, and the submodule stays importable by its dotted name."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:
     from .automatic import SamAutomaticMaskGenerator
