@@ -52,7 +52,7 @@ def test_missing_bundled_weights_say_how_to_get_them(monkeypatch: pytest.MonkeyP
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-# The README's line under its headline table, whitespace collapsed: the command, then mIoU
+# The README's line after its headline table, whitespace collapsed: the command, then mIoU
 # after 1 / 3 clicks, then the same with a random first click.
 CI_SUBSET = re.compile(
     r"CI re-measures the first (\d+) of these scenes \(`samkit eval --model (\S+) --synthetic "
