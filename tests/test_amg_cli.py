@@ -121,7 +121,7 @@ def test_resume_after_kill(tmp_path: Path, make_images: Any) -> None:
     finally:
         proc.kill()
         proc.wait()
-    assert {p.relative_to(out) for p in out.rglob("*.json")} == done_first
+    assert {p.relative_to(out) for p in out.rglob("img*.json")} == done_first
     mtimes = {p: (out / p).stat().st_mtime_ns for p in done_first}
     for late, pipe in zip(make_images(tmp_path / "late", 8)[6:], pipes, strict=True):
         os.replace(late, pipe)
@@ -131,7 +131,7 @@ def test_resume_after_kill(tmp_path: Path, make_images: Any) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "2 done, 6 skipped" in r.stdout
-    final = {p.relative_to(out) for p in out.rglob("*.json")}
+    final = {p.relative_to(out) for p in out.rglob("img*.json")}
     assert final == done_first | {Path("c/img6.json"), Path("c/img7.json")}
     assert all((out / p).stat().st_mtime_ns == t for p, t in mtimes.items())  # not redone
     for p in final:
@@ -152,3 +152,85 @@ def test_collect_inputs(tmp_path: Path, make_images: Any) -> None:
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "other" / "img0.png")
     with pytest.raises(ValueError, match="same output"):
         collect_inputs([paths[0], tmp_path / "other" / "img0.png"])
+
+
+def test_rerun_with_other_settings_is_refused_until_overwrite(
+    tmp_path: Path, make_images: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from samkit.cli import main
+    from samkit.loading import bundled_path, file_sha256
+
+    make_images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    base = ["amg", str(tmp_path / "in"), "--out", str(out)]
+    assert main([*base, *FAST]) == 0
+    settings = json.loads((out / ".samkit_settings.json").read_text())
+    assert (settings["model"], settings["weights"], settings["format"]) == (
+        "samkit_tiny",
+        "seeded:0",
+        "sa1b",
+    )
+    assert (settings["points_per_side"], settings["pred_iou_thresh"]) == (6, 0.0)
+    outputs = {p: p.stat().st_mtime_ns for p in out.rglob("img*.json")}
+    assert len(outputs) == 2
+    capsys.readouterr()
+
+    # How fast masks come (points per batch) is not a setting: the rerun resumes.
+    assert main([*base, *FAST, "--points-per-batch", "5"]) == 0
+    assert "0 done, 2 skipped" in capsys.readouterr().out
+
+    other = [*FAST, "--model", "samkit_default", "--pred-iou-thresh", "0.5"]
+    assert main([*base, *other]) == 1
+    bundled = file_sha256(bundled_path("samkit_default"))
+    assert capsys.readouterr().err == (
+        f"samkit: error: {out} holds outputs made with other settings (model: was samkit_tiny "
+        f"(seeded:0), now samkit_default (sha256 {bundled[:12]}); pred_iou_thresh: was 0.0, "
+        "now 0.5); resuming would keep them as they are. Pass --overwrite to delete them and "
+        "start again, or choose another --out\n"
+    )
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("img*.json")} == outputs  # untouched
+    assert json.loads((out / ".samkit_settings.json").read_text()) == settings
+
+    # --overwrite deletes the outputs made the old way (here in another format) and starts again.
+    assert main([*base, *other, "--format", "png", "--overwrite"]) == 0
+    assert "2 done, 0 skipped" in capsys.readouterr().out
+    assert not list(out.rglob("img*.json"))
+    assert {p.parent.relative_to(out) for p in out.rglob("labels.png")} == {
+        Path("a/img1"),
+        Path("b/img0"),
+    }
+    settings = json.loads((out / ".samkit_settings.json").read_text())
+    assert (settings["model"], settings["format"], settings["pred_iou_thresh"]) == (
+        "samkit_default",
+        "png",
+        0.5,
+    )
+    assert main([*base, *other, "--format", "png"]) == 0  # the same settings resume
+    assert "0 done, 2 skipped" in capsys.readouterr().out
+
+
+def test_a_folder_without_outputs_takes_new_settings(tmp_path: Path, make_images: Any) -> None:
+    # A run that recorded its settings and then failed (a model that would not download)
+    # leaves nothing to keep: another run there is not refused.
+    from samkit.runner import SETTINGS, amg_settings, prepare_output
+
+    inputs = collect_inputs([make_images(tmp_path / "in", 1)[0]])
+    old = amg_settings("vit_b", {}, "sa1b", overlays=False)
+    prepare_output(tmp_path / "out", old, inputs, "sa1b")
+    (tmp_path / "out" / "failures.jsonl").write_text("{}\n")
+    new = amg_settings("samkit_tiny", {}, "sa1b", overlays=False)
+    prepare_output(tmp_path / "out", new, inputs, "sa1b")
+    assert json.loads((tmp_path / "out" / SETTINGS).read_text())["model"] == "samkit_tiny"
+
+
+def test_max_pixels_fails_a_large_image_and_names_the_flag(
+    tmp_path: Path, make_images: Any
+) -> None:
+    """--max-pixels reaches the image loader: a 60x80 image over a 1000-pixel limit fails,
+    is recorded in failures.jsonl with the flag that raises the limit, and the run goes on."""
+    (image_path,) = make_images(tmp_path / "in", 1)
+    r = amg(str(image_path), "--out", str(tmp_path / "out"), "--max-pixels", "1000", *FAST)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    failures = (tmp_path / "out" / "failures.jsonl").read_text()
+    assert "--max-pixels 4800" in failures
+    assert not (tmp_path / "out" / "img0.json").exists()

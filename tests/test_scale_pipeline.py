@@ -3,6 +3,7 @@ good ones, kill and resume, fsspec URIs, de-identification inside the pipeline."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -57,9 +58,9 @@ def test_equal_to_amg_and_corrupt_image_recorded(tmp_path: Path, make_images: An
     a = samkit("amg", *common, "--out", str(tmp_path / "amg"))
     assert "4 done" in a.stdout, a.stderr
     eng, amg = tmp_path / "eng", tmp_path / "amg"
-    outputs = sorted(p.relative_to(amg) for p in amg.rglob("*.json"))
+    outputs = sorted(p.relative_to(amg) for p in amg.rglob("img*.json"))
     assert len(outputs) == 4
-    assert sorted(p.relative_to(eng) for p in eng.rglob("*.json") if p.parent != eng) == outputs
+    assert sorted(p.relative_to(eng) for p in eng.rglob("img*.json")) == outputs
     for rel in outputs:  # byte for byte: same ids, masks, scores, number formatting
         assert (eng / rel).read_bytes() == (amg / rel).read_bytes(), rel
     failures = [json.loads(x) for x in (eng / "failures.jsonl").read_text().splitlines()]
@@ -175,6 +176,47 @@ def test_write_images_copies_the_original(
         assert (tmp_path / "out" / rel).read_bytes() == path.read_bytes()
     samples = SA1BFolder(tmp_path / "out")
     assert len(samples) == 2 and samples[1].masks.shape[1:] == (60, 80)
+
+
+def test_rerun_with_other_settings_is_refused_until_overwrite(
+    tmp_path: Path, local_ray: object, make_images: Any
+) -> None:
+    from samkit.runner import SettingsMismatch
+
+    make_images(tmp_path / "in", 2)
+    items = collect_items([str(tmp_path / "in")])
+    config = EngineConfig(model="samkit_tiny", out=str(tmp_path / "out"), amg_options=AMG_OPTIONS)
+    assert run_engine(items, config, RayOptions(), progress=False).done == 2
+    outputs = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("img*.json")}
+    assert len(outputs) == 2
+    # The command with the same options given as flags resumes; with another threshold it
+    # is refused before Ray starts.
+    common = [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", "samkit_tiny"]
+    common += [*FAST, "--min-mask-region-area", "0", "--no-progress"]
+    r = samkit("engine", *common, "--points-per-batch", "7")
+    assert r.returncode == 0 and "0 done, 2 skipped" in r.stdout, r.stderr
+    r = samkit("engine", *common, "--pred-iou-thresh", "0.5")
+    assert r.returncode == 1
+    assert r.stderr == (  # and nothing else: refused before Ray started
+        f"samkit: error: {tmp_path / 'out'} holds outputs made with other settings "
+        "(pred_iou_thresh: was 0.0, now 0.5); resuming would keep them as they are. Pass "
+        "--overwrite to delete them and start again, or choose another --out\n"
+    )
+    deid = dataclasses.replace(config, deid="face")
+    with pytest.raises(SettingsMismatch, match="deid: was , now face"):
+        run_engine(items, deid, RayOptions(), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("img*.json")} == outputs
+
+    again = run_engine(items, deid, RayOptions(), progress=False, overwrite=True)
+    assert (again.done, again.skipped) == (2, 0)  # every image made again, de-identified
+    for path in outputs:
+        assert "deid" in json.loads(path.read_text())["image"]
+    settings = json.loads((tmp_path / "out" / ".samkit_settings.json").read_text())
+    assert (settings["command"], settings["deid"], settings["weights"]) == (
+        "engine",
+        "face",
+        "seeded:0",
+    )
 
 
 def test_output_store_writes_whole_files(tmp_path: Path) -> None:

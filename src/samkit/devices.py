@@ -42,12 +42,8 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     Raises ValueError naming the devices that exist."""
     if spec is None:
         return default_device()
-    here = f"devices here: {', '.join(available_devices())}"
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, TypeError) as e:
-        names = "cpu, cuda, cuda:N or mps"
-        raise ValueError(f"device {str(spec)!r} is not a device name ({names}); {here}") from e
+    here = _devices_here()
+    device = parse_device(spec)
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type == "cuda":
@@ -63,11 +59,29 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
             exist = "only cuda:0 exists" if count == 1 else f"only cuda:0..cuda:{count - 1} exist"
             raise ValueError(f"device {spec}: {exist}; {here}")
         return device
-    if device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"device {spec}: MPS (Apple GPU) is not available here; {here}")
-        return device
-    raise ValueError(f"device {spec}: samkit runs on cpu, cuda[:N] or mps; {here}")
+    if not torch.backends.mps.is_available():  # mps, the one type left (parse_device)
+        raise ValueError(f"device {spec}: MPS (Apple GPU) is not available here; {here}")
+    return device
+
+
+def parse_device(spec: str | torch.device) -> torch.device:
+    """The device `spec` names ("cpu", "cuda", "cuda:1", "mps"), without checking that it
+    exists here (`resolve_device` does): for devices of other machines, such as a cluster's
+    workers. Raises ValueError for anything else, naming the devices that exist here."""
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as e:
+        names = "cpu, cuda, cuda:N or mps"
+        raise ValueError(
+            f"device {str(spec)!r} is not a device name ({names}); {_devices_here()}"
+        ) from e
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {spec}: samkit runs on cpu, cuda[:N] or mps; {_devices_here()}")
+    return device
+
+
+def _devices_here() -> str:
+    return f"devices here: {', '.join(available_devices())}"
 
 
 def _cpuinfo_flags(text: str) -> set[str] | None:

@@ -28,16 +28,12 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
     .safetensors) in the official, MobileSAM, Hugging Face or samkit layout, whose variant is
     found from its shapes.
     """
-    from .checkpoints import KNOWN_WEIGHTS, download, load_weights, read_state_dict
+    from .checkpoints import KNOWN_WEIGHTS, load_weights, read_state_dict
     from .layouts import to_samkit
 
     key = os.fspath(name_or_path)
     if key in training_only_registry and not Path(key).is_file():
-        raise ValueError(
-            f"{key} is an architecture only training builds (a stage of the bundled model's "
-            "training, configs/default_model.json) and has no weights to load by name; pass a "
-            "weights file of it, e.g. runs/default_stage3/model.safetensors"
-        )
+        raise _unknown_model(key)
     if (key in sam_model_registry or key in KNOWN_WEIGHTS) and not Path(key).is_file():
         name = "vit_h" if key == "default" else key
         variant = KNOWN_WEIGHTS[name].variant if name in KNOWN_WEIGHTS else name
@@ -47,23 +43,96 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         elif name in BUNDLED:
             load_weights(model, read_state_dict(bundled_path(name)), variant=variant)
         elif name in KNOWN_WEIGHTS:
-            state_dict, _ = to_samkit(read_state_dict(download(name)))
+            state_dict, _ = to_samkit(read_state_dict(_download(name)))
             load_weights(model, state_dict, variant=variant)
         else:
-            raise ValueError(f"no weights are known for model {key!r}; pass a weights file")
+            raise _unknown_model(key)
     else:
         path = Path(key)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{key!r} is neither a model name ({', '.join(sam_model_registry)}, "
-                f"{', '.join(n for n in KNOWN_WEIGHTS if n not in sam_model_registry)}) "
-                "nor an existing weights file"
-            )
+            raise _unknown_model(key)
         state_dict, _ = to_samkit(read_state_dict(path))
         variant = detect_variant(state_dict, path)
         model = variant_registry[variant]()
         load_weights(model, state_dict, variant=variant)
     return model.to(device or "cpu").eval()
+
+
+def model_identity(name_or_path: str | os.PathLike[str], *, local: bool = True) -> dict[str, str]:
+    """What tells apart the weights `load(name_or_path)` gives, without loading them:
+    {"model": the name or path as given, "weights": a fingerprint}. The fingerprint is
+    "sha256:HEX" for a weights file (hashed) and for the named weights whose digest is pinned
+    or bundled, "seeded:N" for seeded variants and "url:URL" for hub weights without a pinned
+    digest. Fails as `load` would for what is neither a name nor a file, unless `local` is
+    False (a file that exists only on a cluster's workers): then "file:PATH"."""
+    from .checkpoints import KNOWN_WEIGHTS
+
+    key = os.fspath(name_or_path)
+    name = "vit_h" if key == "default" else key
+    path = Path(key)
+    if path.is_file():
+        fingerprint = "sha256:" + file_sha256(path)
+    elif name in SEEDED_VARIANTS:
+        fingerprint = f"seeded:{SEEDED_VARIANTS[name]}"
+    elif name in BUNDLED:
+        fingerprint = "sha256:" + file_sha256(bundled_path(name))
+    elif name in KNOWN_WEIGHTS:
+        info = KNOWN_WEIGHTS[name]
+        fingerprint = f"sha256:{info.sha256}" if info.sha256 else f"url:{info.url}"
+    elif not local:
+        fingerprint = f"file:{key}"
+    else:
+        raise _unknown_model(key)
+    return {"model": key, "weights": fingerprint}
+
+
+def _unknown_model(key: str) -> Exception:
+    """Why `key`, which is not a file, names no weights `load` can give."""
+    from .checkpoints import KNOWN_WEIGHTS
+
+    if key in training_only_registry:
+        return ValueError(
+            f"{key} is an architecture only training builds (a stage of the bundled model's "
+            "training, configs/default_model.json) and has no weights to load by name; pass a "
+            "weights file of it, e.g. runs/default_stage3/model.safetensors"
+        )
+    if key in sam_model_registry:
+        return ValueError(f"no weights are known for model {key!r}; pass a weights file")
+    return FileNotFoundError(
+        f"{key!r} is neither a model name ({', '.join(sam_model_registry)}, "
+        f"{', '.join(n for n in KNOWN_WEIGHTS if n not in sam_model_registry)}) "
+        "nor an existing weights file"
+    )
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file, read 1 MiB at a time."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(name: str) -> Path:
+    """The cached weights of `name`, downloaded first if needed; when that fails, the
+    DownloadError says every way to get them."""
+    from .checkpoints import KNOWN_WEIGHTS, download
+    from .weights_cache import MIRROR_ENV, DownloadError
+
+    try:
+        return download(name)
+    except DownloadError as err:
+        filename = KNOWN_WEIGHTS[name].filename
+        raise DownloadError(
+            f"model {name} needs Meta's weights {filename}, which are not in the cache, and "
+            f"getting them failed: {err}\nTo use {name}: run `samkit weights get {name}` once "
+            f"where there is a network (later runs use the cache); or set {MIRROR_ENV} to a "
+            f"server that serves {filename}; or pass the path of a local copy as the model "
+            f"(--model /path/to/{filename}). The bundled samkit_default needs no download."
+        ) from err
 
 
 def bundled_path(name: str) -> Path:

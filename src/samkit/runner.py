@@ -2,7 +2,14 @@
 
 One image's output is written whole or not at all (temporary file or folder, then rename), so
 a killed run can be started again: images whose output exists are skipped. An image that
-cannot be read or processed is recorded in `failures.jsonl` and the run goes on.
+cannot be read or processed is recorded in `failures.jsonl` and the run goes on. A run
+interrupted by SIGINT or SIGTERM (see `samkit.interrupt`) discards the image in flight and
+raises `Interrupted` saying how many images are done.
+
+Skipping is right only for outputs made the same way, so the settings that decide an output
+(the model's weights, the generator's options, the format) are recorded beside them in
+`.samkit_settings.json` before any work (`prepare_output`), and a rerun with other settings is
+refused unless told to delete the old outputs (`overwrite`).
 """
 
 from __future__ import annotations
@@ -11,17 +18,25 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .io.images import IMAGE_SUFFIXES
+from ._atomic import atomic_path
+from .interrupt import Interrupted, images
+from .io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 FORMATS = ("sa1b", "coco", "png", "yolo")
 LIST_SUFFIXES = {".txt", ".lst"}
 PARTS = ".parts"  # per-image SA-1B files from which the COCO file is assembled
 OVERLAYS = "overlays"
+FAILURES = "failures.jsonl"
+SETTINGS = ".samkit_settings.json"  # the settings that made a folder's outputs
+# The generator's arguments that do not change the masks written: speed, and the form in
+# which the runners ask for them.
+NOT_DECIDING = {"points_per_batch", "output_mode"}
+RECORD_ONLY = {"model", "samkit"}  # in SETTINGS for people to read; not compared
 
 
 class Generator(Protocol):
@@ -99,10 +114,12 @@ def run_amg(
     *,
     progress: bool = True,
     overlays: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Summary:
     """Generate and write masks for every input not done yet; returns what happened. With
     `overlays`, also a picture of each image's masks, each in its own colour, under
-    `out_dir/overlays/` (written before the masks, whose file marks the image done)."""
+    `out_dir/overlays/` (written before the masks, whose file marks the image done). An image
+    of more than `max_pixels` pixels fails (`samkit.io.load_image`) and the run goes on."""
     from tqdm import tqdm
 
     from .io import load_image
@@ -114,24 +131,30 @@ def run_amg(
     summary = Summary()
     start = time.perf_counter()
     bar = tqdm(inputs, unit="img", disable=not progress, dynamic_ncols=True)
-    for image_id, item in enumerate(bar, start=1):
-        target = output_path(out, fmt, item.key)
-        if target.exists():
-            summary.skipped += 1
-            continue
-        try:
-            image = load_image(item.path)
-            records = generator.generate(image)
-            if overlays:
-                _write_overlay(out / OVERLAYS / f"{item.key}.png", image, records)
-            _write(fmt, target, records, image.shape[0], image.shape[1], item, image_id)
-        except Exception as err:  # one bad image must not stop the run
-            summary.failed.append((str(item.path), f"{type(err).__name__}: {err}"))
-            _append_failure(out, item, err)
-            continue
-        summary.done += 1
-        summary.masks += len(records)
-        bar.set_postfix(masks=summary.masks, failed=len(summary.failed))
+    try:
+        for image_id, item in enumerate(bar, start=1):
+            target = output_path(out, fmt, item.key)
+            if target.exists():
+                summary.skipped += 1
+                continue
+            try:
+                image = load_image(item.path, max_pixels=max_pixels)
+                records = generator.generate(image)
+                if overlays:
+                    _write_overlay(out / OVERLAYS / f"{item.key}.png", image, records)
+                _write(fmt, target, records, image.shape[0], image.shape[1], item, image_id)
+            except Exception as err:  # one bad image must not stop the run
+                summary.failed.append((str(item.path), f"{type(err).__name__}: {err}"))
+                _append_failure(out, item, err)
+                continue
+            summary.done += 1
+            summary.masks += len(records)
+            bar.set_postfix(masks=summary.masks, failed=len(summary.failed))
+    except Interrupted as stop:  # the image in flight left nothing: its writes are atomic
+        bar.close()
+        done = sum(output_path(out, fmt, item.key).exists() for item in inputs)
+        left = len(inputs) - done
+        raise Interrupted(stop.signum, f"{images(done)} done, {left} left") from None
     if fmt == "coco":
         _assemble_coco(out, inputs)
     summary.seconds = time.perf_counter() - start
@@ -163,9 +186,12 @@ def _write(
 
         tmp = target.parent / f".{target.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        write_png_folder(tmp, records)
-        write_label_map(tmp / "labels.png", records, h, w)
-        os.replace(tmp, target)
+        try:
+            write_png_folder(tmp, records)
+            write_label_map(tmp / "labels.png", records, h, w)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_overlay(path: Path, image: Any, records: list[dict[str, Any]]) -> None:
@@ -197,7 +223,7 @@ def _remove_stale_temporaries(out: Path) -> None:
 
 def _append_failure(out: Path, item: InputImage, err: Exception) -> None:
     line = json.dumps({"path": str(item.path), "error": f"{type(err).__name__}: {err}"})
-    with open(out / "failures.jsonl", "a") as f:
+    with open(out / FAILURES, "a") as f:
         f.write(line + "\n")
 
 
@@ -215,3 +241,145 @@ def _assemble_coco(out: Path, inputs: Iterable[InputImage]) -> None:
                 item.key + item.path.suffix, info["width"], info["height"], annotations
             )
     writer.write(out / "annotations.json")
+
+
+# -- the settings that made an output folder -------------------------------------------------
+class SettingsMismatch(ValueError):
+    """An output folder holds outputs made with other settings than this run's."""
+
+
+def amg_settings(
+    model: str, amg_options: Mapping[str, Any], fmt: str, *, overlays: bool
+) -> dict[str, Any]:
+    """What decides the outputs `samkit amg` writes: the model's weights (`model_identity`),
+    the generator's options (`generator_settings`), the format and whether overlays are
+    drawn. Fails as `load` would for a model that is neither a name nor a file."""
+    from .loading import model_identity
+
+    identity = model_identity(model)
+    options = generator_settings(amg_options)
+    return {"command": "amg", **identity, "format": fmt, "overlays": overlays, **options}
+
+
+def generator_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """SamAutomaticMaskGenerator's arguments as `options` give them, the others at their
+    defaults (so an option left out and one given its default compare equal), less those in
+    NOT_DECIDING."""
+    import inspect
+
+    from .automatic import SamAutomaticMaskGenerator
+
+    params = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
+    return {k: v for k, v in {**defaults, **options}.items() if k not in NOT_DECIDING}
+
+
+def settings_text(settings: Mapping[str, Any]) -> str:
+    """The content of a SETTINGS file: `settings` and the samkit version, as JSON."""
+    from . import __version__
+
+    record = {**settings, "samkit": __version__}
+    return json.dumps(record, indent=1, sort_keys=True, default=_plain) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what json cannot write: arrays (point_grids) as lists."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def recorded_settings(text: str | None) -> dict[str, Any] | None:
+    """The settings in the text of a SETTINGS file (None: no file; {}: unreadable)."""
+    if text is None:
+        return None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """'NAME: was X, now Y' for each compared setting that differs; the weights are named by
+    the model as given and a short fingerprint."""
+    new = json.loads(json.dumps(new, default=_plain))  # as in the file: tuples become lists
+    found = []
+    for key in sorted((set(old) | set(new)) - RECORD_ONLY, key=lambda k: (k != "weights", k)):
+        if old.get(key) == new.get(key):
+            continue
+        if key == "weights":
+            found.append(f"model: was {_weights(old)}, now {_weights(new)}")
+        else:
+            was, now = (d.get(key, "(not recorded)") for d in (old, new))
+            found.append(f"{key}: was {was}, now {now}")
+    return found
+
+
+def _weights(settings: Mapping[str, Any]) -> str:
+    fingerprint = str(settings.get("weights", "(not recorded)"))
+    if fingerprint.startswith("sha256:"):
+        fingerprint = "sha256 " + fingerprint.removeprefix("sha256:")[:12]
+    return f"{settings.get('model', '(not recorded)')} ({fingerprint})"
+
+
+def check_settings(
+    where: str,
+    recorded: str | None,
+    settings: Mapping[str, Any],
+    holds_outputs: Callable[[], bool],
+) -> None:
+    """Refuse to go on in an output folder whose SETTINGS file (its text: `recorded`, None
+    when there is none) differs from `settings` while it holds outputs (`holds_outputs()`):
+    skipping those outputs would keep results of the old settings. A folder without the file
+    (made before samkit recorded settings, or new) is taken as it is."""
+    old = recorded_settings(recorded)
+    differences = [] if old is None else settings_differences(old, settings)
+    if differences and holds_outputs():
+        raise SettingsMismatch(
+            f"{where} holds outputs made with other settings ({'; '.join(differences)}); "
+            "resuming would keep them as they are. Pass --overwrite to delete them and start "
+            "again, or choose another --out"
+        )
+
+
+def prepare_output(
+    out_dir: str | os.PathLike[str],
+    settings: Mapping[str, Any],
+    inputs: Sequence[InputImage],
+    fmt: str,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Make `out_dir` ready for `run_amg` with `settings` (`amg_settings`), before any work:
+    refuse a folder whose outputs were made with other settings (SettingsMismatch, naming
+    what differs; see `check_settings`); with `overwrite`, first delete what a run writes for
+    `inputs` (their outputs in the folder's recorded format and in `fmt`, their overlays) and
+    the folder's failures.jsonl and COCO file. Then record `settings` in OUT/SETTINGS."""
+    out = Path(out_dir)
+    path = out / SETTINGS
+    recorded = path.read_text() if path.is_file() else None
+    if not overwrite:
+        check_settings(str(out), recorded, settings, lambda: _holds_outputs(out))
+    else:
+        old_format = (recorded_settings(recorded) or {}).get("format", fmt)
+        _delete_outputs(out, inputs, {fmt, old_format} & set(FORMATS))
+    with atomic_path(path) as tmp:
+        tmp.write_text(settings_text(settings))
+
+
+def _holds_outputs(out: Path) -> bool:
+    mine = {SETTINGS, FAILURES}
+    return any(p.is_file() and p.name not in mine for p in out.rglob("*"))
+
+
+def _delete_outputs(out: Path, inputs: Iterable[InputImage], formats: set[str]) -> None:
+    for item in inputs:
+        for fmt in formats:
+            target = output_path(out, fmt, item.key)
+            if fmt == "png" and target.is_dir():
+                shutil.rmtree(target)
+            elif fmt != "png" and target.is_file():
+                target.unlink()
+        (out / OVERLAYS / f"{item.key}.png").unlink(missing_ok=True)
+    (out / FAILURES).unlink(missing_ok=True)
+    if "coco" in formats:
+        (out / "annotations.json").unlink(missing_ok=True)

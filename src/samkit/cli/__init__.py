@@ -10,7 +10,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import amg, engine, evaluate, export, finetune, segment, serve, weights
+from ..interrupt import Interrupted, raise_on_signal
+from . import amg, engine, evaluate, export, finetune, info, segment, serve, weights
+from .arguments import Parser
 
 EXAMPLES = """\
 examples:
@@ -21,6 +23,10 @@ examples:
   samkit weights get vit_b
   samkit weights convert sam_vit_b_01ec64.pth sam_vit_b.safetensors
   samkit serve photos/ --model vit_b
+  samkit info                  # versions, devices, precision, weights cache (for bug reports)
+
+Every command defaults to the bundled samkit_default model, which runs offline; Meta's
+vit_b/vit_l/vit_h weights are downloaded once with `samkit weights get NAME`.
 """
 
 
@@ -29,14 +35,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _check_device(args)  # before any model or data is loaded
+        with raise_on_signal():
+            return handler(args)
+    except (ValueError, OSError, RuntimeError) as err:
         print(f"samkit: error: {err}", file=sys.stderr)
         return 1
+    except Interrupted as stop:  # SIGINT or SIGTERM: what is written is whole
+        then = AFTER_INTERRUPT.get(args.command)
+        print(f"samkit: {stop}" + (f"; {then}" if then else ""), file=sys.stderr)
+        return stop.exit_code
+
+
+# What to do after a command was interrupted (Interrupted.done says what it had done).
+AGAIN = "run the same command again to resume"
+AFTER_INTERRUPT = {
+    "amg": AGAIN,
+    "engine": AGAIN,
+    "deid": AGAIN,
+    "eval": "no results were written; run the same command again to evaluate from the start",
+    "finetune": "run the same command with --resume to go on",
+}
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """Raise ValueError, naming the devices that exist, for a --device this machine lacks.
+    With --ray (joining a cluster) only the name is checked: the workers may have devices this
+    machine lacks."""
+    spec = getattr(args, "device", None)
+    if spec is None:
+        return
+    from .. import devices
+
+    if getattr(args, "ray", None):
+        devices.parse_device(spec)
+    else:
+        devices.resolve_device(spec)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="samkit",
         description="Segment Anything: promptable segmentation, fast on CPU.",
         epilog=EXAMPLES,
@@ -44,6 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"samkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (segment, amg, evaluate, finetune, export, engine, weights, serve):
+    for group in (segment, amg, evaluate, finetune, export, engine, weights, serve, info):
         group.add(sub)
     return parser

@@ -1,13 +1,37 @@
-"""Argument types and options that several commands share."""
+"""Argument types and options that several commands share, and the parser that reads
+negative coordinates as values."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from ..data.folders import SampleSource
+
+MODEL_HELP = (
+    "model name or weights file (default samkit_default, bundled: it runs offline; "
+    "vit_b/vit_l/vit_h: Meta's weights, downloaded once with `samkit weights get vit_b`; "
+    "or a .pth/.safetensors file)"
+)
+
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default cpu; `samkit info` lists the devices here)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes "-5,5" (a point left of the image) as a value, not as an
+    option: argparse's own test for negative numbers accepts "-5" and "-.5" only. Every
+    argument that starts with "-" and a digit is a value, as no samkit option starts with a
+    digit. (Subparsers are made of the same class.)"""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 # -- argument types ------------------------------------------------------------------------
@@ -27,11 +51,127 @@ def floats(n: int) -> Callable[[str], list[float]]:
 xy = floats(2)
 
 
+def xyxy(text: str) -> list[float]:
+    """X0,Y0,X1,Y1 with X0 <= X1 and Y0 <= Y1."""
+    values = floats(4)(text)
+    if values[2] < values[0] or values[3] < values[1]:
+        raise argparse.ArgumentTypeError(
+            f"expected X0,Y0,X1,Y1 with X0 <= X1 and Y0 <= Y1 (top-left, then bottom-right); "
+            f"got {text!r}"
+        )
+    return values
+
+
+def bounded(
+    kind: type[int] | type[float],
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    exclusive: bool = False,
+) -> Callable[[str], float]:
+    """An argument type: a finite `kind` (int or float) within [low, high] (a bound of None is
+    no bound; `exclusive`: within (low, high)). Checked while the arguments are parsed, so a
+    value out of range fails before any work starts."""
+    what = "a whole number" if kind is int else "a number"
+    if low is not None and high is not None:
+        between = "strictly between" if exclusive else "from"
+        where = f"{what} {between} {low:g} {'and' if exclusive else 'to'} {high:g}"
+    elif low is not None:
+        where = f"{what} {'>' if exclusive else '>='} {low:g}"
+    elif high is not None:
+        where = f"{what} {'<' if exclusive else '<='} {high:g}"
+    else:
+        where = what
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {where}; got {text!r}") from None
+        below = low is not None and (value <= low if exclusive else value < low)
+        above = high is not None and (value >= high if exclusive else value > high)
+        if not math.isfinite(value) or below or above:
+            raise argparse.ArgumentTypeError(f"expected {where}; got {text!r}")
+        return value
+
+    return parse
+
+
+def existing_dir(text: str) -> str:
+    """An argument type: a folder that exists."""
+    if not Path(text).is_dir():
+        where = "is not a folder" if Path(text).exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {where}")
+    return text
+
+
+def out_dir(text: str) -> str:
+    """An argument type: a folder that exists or can be created, and can be written in."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    _check_writable(path, text)
+    return text
+
+
+def out_dir_or_uri(text: str) -> str:
+    """`out_dir`, or an fsspec URI (s3://bucket/prefix), which is checked when written."""
+    return text if "://" in text else out_dir(text)
+
+
+def out_file(text: str) -> str:
+    """An argument type: a file to write, in a folder that exists or can be created, and can be
+    written in."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the name of a file")
+    _check_writable(path.parent, text)
+    return text
+
+
+def _check_writable(folder: Path, text: str) -> None:
+    """Raise ArgumentTypeError unless `folder`, or its nearest existing parent when it is not
+    there yet, is a folder this process can create files in (tried with a nameless temporary
+    file, which leaves nothing behind)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text}: cannot create files in {existing} ({err.strerror or err})"
+        ) from None
+
+
+def add_model_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="samkit_default", help=MODEL_HELP)
+
+
+def add_max_pixels_argument(p: argparse.ArgumentParser) -> None:
+    from ..io.images import DEFAULT_MAX_PIXELS
+
+    p.add_argument(
+        "--max-pixels",
+        type=bounded(int, 1),
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images of more than N pixels, read from the header before decoding "
+        f"(default {DEFAULT_MAX_PIXELS:,}; a guard against decompression bombs)",
+    )
+
+
 def add_dataset_arguments(p: argparse.ArgumentParser, *, synthetic: bool) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     if synthetic:
         src.add_argument(
-            "--synthetic", type=int, metavar="SEED", help="synthetic scenes of this seed"
+            "--synthetic",
+            type=bounded(int, 0),
+            metavar="SEED",
+            help="synthetic scenes of this seed",
         )
     src.add_argument("--sa1b", metavar="DIR", help="SA-1B folder (images + JSON)")
     src.add_argument("--coco", metavar="JSON", help="COCO instances file (with --images)")

@@ -6,6 +6,14 @@ import argparse
 import sys
 
 from ..scale.deid import SHIPPED
+from .arguments import (
+    DEVICE_HELP,
+    add_model_argument,
+    bounded,
+    existing_dir,
+    out_dir,
+    out_dir_or_uri,
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +31,12 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "inputs", nargs="+", help="image files, folders, .txt lists of paths, or fsspec URIs"
     )
-    p.add_argument("--out", required=True, help="output folder or fsspec URI (s3://b/prefix)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=out_dir_or_uri,
+        help="output folder or fsspec URI (s3://b/prefix)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -71,23 +84,34 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         description="The data engine's fully automatic stage on Ray Data: an actor pool (the "
         "model loaded once per actor) writes one SA-1B JSON per image, plus manifest.json and "
         "failures.jsonl, to a folder or fsspec URI. Resumable: images whose JSON exists are "
-        "skipped. Without --ray a local Ray is started. Needs the scale extra "
+        "skipped, and a rerun with other settings is refused (see --overwrite). Without --ray a "
+        "local Ray is started; Ctrl-C or SIGTERM stops it cleanly. Needs the scale extra "
         "(pip install 'samkit[scale]').",
         epilog="examples:\n  samkit engine photos/ --out sa1b/ --model vit_b --deid\n"
         "  samkit engine s3://bucket/images/ --out s3://bucket/sa1b/ --ray auto "
-        "--concurrency 16 --gpus-per-actor 1 --device cuda",
+        "--concurrency 16 --gpus-per-actor 1 --device cuda\n\n"
+        "The generator's options default to SamAutomaticMaskGenerator's (Meta's), except\n"
+        "--min-mask-region-area: 100 here, 0 in Python (see `samkit amg --help`).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_inputs(p)
-    p.add_argument("--model", default="vit_h", help="model name or weights file (default vit_h)")
-    p.add_argument("--device", default=None, help="torch device in each actor (default cpu)")
+    add_model_argument(p)
+    p.add_argument(
+        "--device",
+        default=None,
+        help=f"torch device in each actor: {DEVICE_HELP} (with --ray only the name is checked "
+        "here: the workers may have devices this machine lacks)",
+    )
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="join this Ray cluster")
-    p.add_argument("--num-cpus", type=int, default=2, help="CPUs of a local Ray (default 2)")
-    p.add_argument("--concurrency", type=int, default=1, help="actors (default 1)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per actor call (1)")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="default 1")
-    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="default 0")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per actor (1)")
+    whole = bounded(int, 1)
+    p.add_argument("--num-cpus", type=whole, default=2, help="CPUs of a local Ray (default 2)")
+    p.add_argument("--concurrency", type=whole, default=1, help="actors (default 1)")
+    p.add_argument("--batch-size", type=whole, default=1, help="images per actor call (1)")
+    p.add_argument(
+        "--cpus-per-actor", type=bounded(float, 0, exclusive=True), default=1.0, help="default 1"
+    )
+    p.add_argument("--gpus-per-actor", type=bounded(float, 0), default=0.0, help="default 0")
+    p.add_argument("--threads", type=whole, default=1, help="torch threads per actor (1)")
     p.add_argument(
         "--deid",
         nargs="?",
@@ -101,6 +125,13 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         "--write-images",
         action="store_true",
         help="copy each image beside its JSON (an SA-1B folder that training reads)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUT holds outputs made with other settings (model, options, --deid, "
+        "--write-images): delete the JSON of these inputs and make them again (without it "
+        "such a rerun is refused)",
     )
     for name, kind, default, text in amg_options():
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=text)
@@ -120,8 +151,6 @@ def _engine(args: argparse.Namespace) -> int:
     items = collect_items(args.inputs)
     if not items:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
-    if not args.ray:  # on a cluster the file may exist only on the workers
-        _check_model(args.model)
     config = EngineConfig(
         model=args.model,
         out=args.out,
@@ -139,25 +168,14 @@ def _engine(args: argparse.Namespace) -> int:
         cpus_per_actor=args.cpus_per_actor,
         gpus_per_actor=args.gpus_per_actor,
     )
-    summary = run_engine(items, config, options, progress=not args.no_progress)
+    # refuses, before Ray starts, a model that is neither a name nor a file here (unless
+    # joining a cluster, whose workers may have files this machine lacks) and other settings
+    summary = run_engine(
+        items, config, options, progress=not args.no_progress, overwrite=args.overwrite
+    )
     _report_failures(summary.failed)
     print(summary.line())
     return 1 if summary.failed else 0
-
-
-def _check_model(model: str) -> None:
-    """Fail before Ray starts for a model that is neither a name nor a file."""
-    from pathlib import Path
-
-    from ..build import sam_model_registry
-    from ..checkpoints import KNOWN_WEIGHTS
-
-    known = model in sam_model_registry or model in KNOWN_WEIGHTS
-    if not known and not Path(model).is_file():
-        raise FileNotFoundError(
-            f"{model!r} is neither a model name ({', '.join(sam_model_registry)}) nor an "
-            "existing weights file"
-        )
 
 
 # -- stats ---------------------------------------------------------------------------------
@@ -172,8 +190,10 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
         epilog="example:\n  samkit stats sa1b/ --out sa1b_stats/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("folder", help="folder of SA-1B JSON files (searched recursively)")
-    p.add_argument("--out", help="write stats.md, stats.json and PNG plots here")
+    p.add_argument(
+        "folder", type=existing_dir, help="folder of SA-1B JSON files (searched recursively)"
+    )
+    p.add_argument("--out", type=out_dir, help="write stats.md, stats.json and PNG plots here")
     p.add_argument(
         "--group-by",
         default="region,income_group",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .arguments import add_model_argument, bounded, out_file
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,10 +19,17 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--encoder-out encoder.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="model name or weights file")
-    p.add_argument("--out", required=True, help="decoder .onnx file to write")
-    p.add_argument("--encoder-out", help="also write the image encoder to this .onnx file")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    add_model_argument(p)
+    p.add_argument("--out", required=True, type=out_file, help="decoder .onnx file to write")
+    p.add_argument(
+        "--encoder-out", type=out_file, help="also write the image encoder to this .onnx file"
+    )
+    p.add_argument(
+        "--opset",
+        type=bounded(int, 14),
+        default=17,
+        help="ONNX opset: 14 or later, the first with attention (default 17)",
+    )
     p.add_argument(
         "--return-single-mask", action="store_true", help="only the best mask, as the demo uses"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..devices import PRECISIONS
 from ..modeling import Sam
-from .arguments import add_dataset_arguments, dataset
+from .arguments import add_dataset_arguments, add_model_argument, bounded, dataset, out_dir
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -24,11 +24,18 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--out ft/\n  samkit eval --model ft/model.safetensors --sa1b held_out/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="model name or weights file to start from")
+    add_model_argument(p)
     add_dataset_arguments(p, synthetic=False)
-    p.add_argument("--out", required=True, help="run folder (checkpoints, log, model)")
+    p.add_argument(
+        "--out", required=True, type=out_dir, help="run folder (checkpoints, log, model)"
+    )
     p.add_argument("--steps", type=int, default=500, help="optimizer steps (default 500)")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument(
+        "--lr",
+        type=bounded(float, 0, exclusive=True),
+        default=1e-4,
+        help="peak learning rate (default 1e-4)",
+    )
     p.add_argument(
         "--freeze-encoder",
         action="store_true",
@@ -36,12 +43,15 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--holdout",
-        type=float,
+        type=bounded(float, 0, 1, exclusive=True),
         default=0.1,
         help="fraction of the images kept out of training and used to report mIoU before "
-        "and after (default 0.1; at least one image)",
+        "and after (default 0.1; at least one image). Images without masks are skipped in "
+        "both, and counted in the summary",
     )
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument(
+        "--threads", type=bounded(int, 1), default=2, help="torch CPU threads (default 2)"
+    )
     p.add_argument(
         "--device",
         default=None,
@@ -64,6 +74,7 @@ def _finetune(args: argparse.Namespace) -> int:
     import json
 
     from .. import devices, load
+    from ..data import CocoInstances
     from ..eval import report
     from ..loading import detect_variant
     from ..train import train
@@ -73,6 +84,7 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError(f"--steps must be positive; got {args.steps}")
     device = devices.resolve_device(args.device)  # before any work starts
+    data = dataset(args)  # a COCO file's images without annotations are left out here
     model = load(args.model, device=device)
     weights = model.state_dict()
     config = finetune_config(
@@ -84,10 +96,21 @@ def _finetune(args: argparse.Namespace) -> int:
     )
     if args.precision is not None:
         config = dataclasses.replace(config, precision=args.precision)
-    training, held_out = split_holdout(dataset(args), args.holdout, seed=config.seed)
+    in_file = len(data.coco.images) if isinstance(data, CocoInstances) else len(data)
+    unannotated = in_file - len(data)
+    training, held_out = split_holdout(data, args.holdout, seed=config.seed)
     out = Path(args.out)
 
-    items = list(report.dataset_items(held_out, None))  # read once, measured twice
+    # Read once, measured twice. A held-out image without a mask (an SA-1B JSON with no
+    # annotations, or only empty ones) is skipped, as DatasetSource skips it in training.
+    read = list(report.dataset_items(held_out, None))
+    items = [item for item in read if item.masks.any()]
+    skipped = len(read) - len(items)
+    if not items:
+        raise ValueError(
+            f"none of the {len(held_out)} held-out images has a mask to measure (images "
+            "without masks are skipped); hold out more images with a larger --holdout"
+        )
 
     def measure(m: Sam) -> list[report.Row]:
         scores = report.evaluate(m, items, max(CLICKS))
@@ -104,11 +127,19 @@ def _finetune(args: argparse.Namespace) -> int:
         options=finetune_options(args.steps, args.threads),
     )
     after = measure(tuned.eval())
-    lines = [f"held-out images: {len(held_out)}", "", "before:", report.to_markdown(before)]
-    lines += ["after:", report.to_markdown(after)]
+    without = f", {skipped} without masks skipped" if skipped else ""
+    lines = [f"held-out images: {len(held_out)}{without}"]
+    if unannotated:
+        lines.append(
+            f"images without annotations: {unannotated} of {in_file} in "
+            f"{args.coco}, left out of training and the held-out set"
+        )
+    lines += ["", "before:", report.to_markdown(before), "after:", report.to_markdown(after)]
     print("\n".join(lines), end="")
     summary = {
         "held_out_images": len(held_out),
+        "held_out_without_masks": skipped,
+        "images_without_annotations": unannotated,
         **{f"before_miou@{k}": before[0].miou[k][0] for k in CLICKS},
         **{f"after_miou@{k}": after[0].miou[k][0] for k in CLICKS},
     }

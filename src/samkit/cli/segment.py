@@ -7,7 +7,14 @@ import sys
 
 import numpy as np
 
-from .arguments import floats, xy
+from .arguments import (
+    DEVICE_HELP,
+    add_max_pixels_argument,
+    add_model_argument,
+    out_file,
+    xy,
+    xyxy,
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -16,19 +23,22 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="segment one object in an image from points and/or a box",
         description="Segment the object at the given prompts and write its mask as a PNG. "
         "Prints the predicted IoU (score) of the chosen mask.",
-        epilog="example:\n  samkit segment photo.jpg --model vit_b --point 420,310 "
-        "--neg 100,80 --multimask --out mask.png --overlay overlay.png",
+        epilog="examples:\n  samkit segment photo.jpg --point 420,310 --out mask.png\n"
+        "  samkit segment photo.jpg --model vit_b --point 420,310 --neg 100,80 --multimask \\\n"
+        "      --out mask.png --overlay overlay.png\n\n"
+        "Points and boxes are in pixels, X to the right and Y down from the top-left corner,\n"
+        "and must lie inside the image: 0 <= X <= width, 0 <= Y <= height.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("image", help="image file (any format Pillow reads)")
-    p.add_argument("--model", default="vit_h", help="model name or weights file (default vit_h)")
+    add_model_argument(p)
     p.add_argument(
         "--point",
         action="append",
         type=xy,
         default=[],
         metavar="X,Y",
-        help="foreground point in pixels (repeatable)",
+        help="foreground point in pixels (repeatable; --point=X,Y works too)",
     )
     p.add_argument(
         "--neg",
@@ -38,15 +48,22 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="X,Y",
         help="background point in pixels (repeatable)",
     )
-    p.add_argument("--box", type=floats(4), metavar="X0,Y0,X1,Y1", help="box in pixels")
+    p.add_argument(
+        "--box", type=xyxy, metavar="X0,Y0,X1,Y1", help="box in pixels: top-left, bottom-right"
+    )
     p.add_argument(
         "--multimask",
         action="store_true",
         help="predict 3 candidate masks and keep the highest-scoring one",
     )
-    p.add_argument("--out", required=True, help="where to write the mask PNG (0/255)")
-    p.add_argument("--overlay", help="also write the image with the mask and prompts drawn")
-    p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.add_argument(
+        "--out", required=True, type=out_file, help="where to write the mask PNG (0/255)"
+    )
+    p.add_argument(
+        "--overlay", type=out_file, help="also write the image with the mask and prompts drawn"
+    )
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    add_max_pixels_argument(p)
     p.set_defaults(handler=_segment)
 
 
@@ -58,7 +75,8 @@ def _segment(args: argparse.Namespace) -> int:
 
     if not args.point and not args.neg and args.box is None:
         raise ValueError("give at least one prompt: --point X,Y, --neg X,Y or --box X0,Y0,X1,Y1")
-    image = load_image(args.image)
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    _check_inside(args, image.shape[1], image.shape[0])  # before the model loads
     if args.model in SEEDED_VARIANTS:
         print(
             f"note: {args.model} has seeded random weights, not trained ones: its masks "
@@ -81,3 +99,18 @@ def _segment(args: argparse.Namespace) -> int:
     area = int(masks[best].sum())
     print(f"score {scores[best]:.4f} (mask {best + 1} of {len(scores)}, {area} px) -> {args.out}")
     return 0
+
+
+def _check_inside(args: argparse.Namespace, width: int, height: int) -> None:
+    """Raise ValueError, with the image's size, for a point or box outside the image."""
+    prompts = [("--point", p) for p in args.point] + [("--neg", p) for p in args.neg]
+    if args.box is not None:
+        prompts.append(("--box", args.box))
+    for flag, values in prompts:
+        xs, ys = values[0::2], values[1::2]
+        if min(xs) < 0 or max(xs) > width or min(ys) < 0 or max(ys) > height:
+            given = ",".join(f"{v:g}" for v in values)
+            raise ValueError(
+                f"{flag} {given} lies outside the image: {args.image} is {width}x{height} "
+                f"pixels, so X must be within 0..{width} and Y within 0..{height}"
+            )

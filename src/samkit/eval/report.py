@@ -13,6 +13,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..data.folders import SampleSource
+from ..interrupt import Interrupted, images
 from ..modeling import Sam
 from .clicks import run_protocol
 
@@ -47,19 +48,24 @@ class Row:
 def evaluate(
     model: Sam, items: Iterable[EvalItem], n_clicks: int, *, random_first_seed: int | None = None
 ) -> Scores:
-    """Run the click protocol on every non-empty target of every item."""
+    """Run the click protocol on every non-empty target of every item. Interrupted (SIGINT,
+    SIGTERM: see `samkit.interrupt`), raises `Interrupted` saying how many images were done."""
     rng = None if random_first_seed is None else np.random.default_rng(random_first_seed)
     ious: list[np.ndarray] = []
     oracle: list[np.ndarray] = []
     groups: list[str] = []
-    for item in items:
-        keep = [i for i, m in enumerate(item.masks) if m.any()]
-        if not keep:
-            continue
-        result = run_protocol(model, item.image, item.masks[keep], n_clicks, rng=rng)
-        ious.append(result.ious)
-        oracle.append(result.oracle_first)
-        groups.extend(str(item.groups[i]) for i in keep)
+    done = 0
+    try:
+        for item in items:
+            keep = [i for i, m in enumerate(item.masks) if m.any()]
+            if keep:
+                result = run_protocol(model, item.image, item.masks[keep], n_clicks, rng=rng)
+                ious.append(result.ious)
+                oracle.append(result.oracle_first)
+                groups.extend(str(item.groups[i]) for i in keep)
+            done += 1
+    except Interrupted as stop:
+        raise Interrupted(stop.signum, f"{images(done)} evaluated") from None
     if not ious:
         raise ValueError("no non-empty target masks to evaluate")
     return Scores(np.concatenate(ious), np.concatenate(oracle), groups)

@@ -145,8 +145,9 @@ def _check_size(width: int, height: int, max_pixels: int | None, label: str) -> 
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(
             f"{label}: image is {width}x{height} = {width * height:,} pixels, more than "
-            f"max_pixels={max_pixels:,}; pass max_pixels=None (or a larger limit) to allow "
-            "it, or downscale the image"
+            f"max_pixels={max_pixels:,} (a guard against decompression bombs); to allow it, "
+            f"raise the limit (--max-pixels {width * height} on the command line, "
+            f"max_pixels={width * height} or max_pixels=None in Python), or downscale the image"
         )
 
 

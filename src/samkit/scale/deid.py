@@ -175,34 +175,44 @@ def deid_files(
 ) -> tuple[int, int, list[tuple[str, str]]]:
     """Blur every `EngineItem` into the folder or URI `out`: the image under its key (JPEG
     stays JPEG, anything else becomes PNG) and `<key>.deid.json` with the boxes, written last.
-    Items whose JSON exists are skipped. Returns (done, skipped, failures as (uri, error))."""
+    Items whose JSON exists are skipped. Returns (done, skipped, failures as (uri, error)).
+    Raises `Interrupted` (SIGINT, SIGTERM) with the number of images done and left; the
+    image in flight is discarded or, if its JSON was not written yet, done again next time."""
     import json
 
     from tqdm import tqdm
 
+    from ..interrupt import Interrupted, images
     from ..io import load_image
     from .store import OutputStore, read_bytes
 
     store = OutputStore(out)
     existing = store.existing(".deid.json")
     done, skipped, failed = 0, 0, []
-    for item in tqdm(items, unit="img", disable=not progress, dynamic_ncols=True):
-        if item.key in existing:
-            skipped += 1
-            continue
-        try:
-            image = load_image(read_bytes(item.uri), name=item.uri)
-            blurred, found = deidentify(image, detectors)
-            name = item.uri.rsplit("/", 1)[-1]
-            data, suffix = encode_image(blurred, os.path.splitext(name)[1])
-            store.write_bytes(item.key + suffix, data)
-            record = {"file_name": os.path.basename(item.key) + suffix, "source": item.uri}
-            record.update(width=image.shape[1], height=image.shape[0])
-            record["detections"] = detections_json(found)
-            store.write_bytes(item.key + ".deid.json", json.dumps(record).encode())
-            done += 1
-        except Exception as err:  # one bad image must not stop the run
-            failed.append((item.uri, f"{type(err).__name__}: {err}"))
+    bar = tqdm(items, unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        for item in bar:
+            if item.key in existing:
+                skipped += 1
+                continue
+            try:
+                image = load_image(read_bytes(item.uri), name=item.uri)
+                blurred, found = deidentify(image, detectors)
+                name = item.uri.rsplit("/", 1)[-1]
+                data, suffix = encode_image(blurred, os.path.splitext(name)[1])
+                store.write_bytes(item.key + suffix, data)
+                record = {"file_name": os.path.basename(item.key) + suffix, "source": item.uri}
+                record.update(width=image.shape[1], height=image.shape[0])
+                record["detections"] = detections_json(found)
+                store.write_bytes(item.key + ".deid.json", json.dumps(record).encode())
+                done += 1
+            except Exception as err:  # one bad image must not stop the run
+                failed.append((item.uri, f"{type(err).__name__}: {err}"))
+    except Interrupted as stop:
+        bar.close()
+        finished = len({item.key for item in items} & store.existing(".deid.json"))
+        left = len(items) - finished
+        raise Interrupted(stop.signum, f"{images(finished)} done, {left} left") from None
     return done, skipped, failed
 
 

@@ -9,11 +9,19 @@ presence means the image is done. Failures come back to the driver, which record
 
 Without a Ray address the driver starts a local Ray with `num_cpus` CPUs; with one it joins
 that cluster, and every worker must reach the inputs and the output (shared disk or URIs).
+
+The settings that decide the outputs (the model's weights, the generator's options, de-id,
+whether images are written) are recorded in `.samkit_settings.json` before any work, and a
+rerun with other settings is refused unless `overwrite` (see `samkit.runner.check_settings`).
+SIGINT or SIGTERM stops the job: Ray is shut down, half-written files are removed, and
+`Interrupted` says how many images are done.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ..runner import Summary
+from ..interrupt import SIGNALS, Interrupted, images, raise_on_signal
+from ..runner import SETTINGS, Summary
 from .store import EngineItem, OutputStore, read_bytes
 
 FAILURES = "failures.jsonl"
@@ -141,8 +150,12 @@ def run_engine(
     ray_options: RayOptions,
     *,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> EngineSummary:
-    """Process every item without an output, write failures and the manifest; see module doc."""
+    """Process every item without an output, write failures and the manifest; see module doc.
+    Refuses (SettingsMismatch) an output folder whose outputs were made with other settings,
+    unless `overwrite`: then the JSON of every item, the manifest and failures.jsonl go first.
+    SIGINT or SIGTERM raises `Interrupted` once Ray is shut down (see the module doc)."""
     from tqdm import tqdm
 
     from ..runner import _remove_stale_temporaries
@@ -152,22 +165,30 @@ def run_engine(
             f"an input's output would be {MANIFEST}, the engine's own manifest: rename that image"
         )
     start = time.perf_counter()
+    settings = engine_settings(config, local=ray_options.address is None)  # checks the model
     store = OutputStore(config.out)
     if not store.remote:
         Path(store.root).mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(Path(store.root))
+    _prepare_output(store, config.out, settings, items, overwrite=overwrite)
     done = store.existing(".json")
     todo = [item for item in items if item.key not in done]
     summary = EngineSummary(inputs=len(items), skipped=len(items) - len(todo))
     store.remove(FAILURES)  # this run's failures only: earlier ones are retried below
+    interrupted: Interrupted | None = None
     if todo:
         bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
-        with _ray(ray_options):
-            for batch in _dataset(todo, config, ray_options).iter_batches(batch_size=None):
-                for i in range(len(batch["key"])):
-                    _collect(summary, store, {k: v[i] for k, v in batch.items()})
-                bar.update(len(batch["key"]))
-                bar.set_postfix(masks=summary.masks, failed=len(summary.failed))
+        try:
+            with _ray(ray_options), raise_on_signal():
+                for batch in _dataset(todo, config, ray_options).iter_batches(batch_size=None):
+                    for i in range(len(batch["key"])):
+                        _collect(summary, store, {k: v[i] for k, v in batch.items()})
+                    bar.update(len(batch["key"]))
+                    bar.set_postfix(masks=summary.masks, failed=len(summary.failed))
+        except Interrupted as stop:  # Ray is shut down: no actor writes any more
+            interrupted = stop
+            if not store.remote:
+                _remove_stale_temporaries(Path(store.root))
         bar.close()
     summary.seconds = time.perf_counter() - start
     outputs = len(store.existing(".json") & {item.key for item in items})
@@ -189,7 +210,49 @@ def run_engine(
         "ray": asdict(ray_options),
     }
     store.write_bytes(MANIFEST, json.dumps(manifest, indent=1).encode())
+    if interrupted is not None:
+        left = summary.inputs - outputs
+        raise Interrupted(interrupted.signum, f"{images(outputs)} done, {left} left")
     return summary
+
+
+def engine_settings(config: EngineConfig, *, local: bool = True) -> dict[str, Any]:
+    """What decides the outputs the engine writes: the model's weights, the generator's
+    options, de-identification and whether images are written. `local`: the model, when it
+    is a path, must be a file here (not only on a cluster's workers)."""
+    from ..loading import model_identity
+    from ..runner import generator_settings
+
+    identity = model_identity(config.model, local=local)
+    chosen = {"deid": config.deid, "write_images": config.write_images}
+    return {"command": "engine", **identity, **chosen, **generator_settings(config.amg_options)}
+
+
+def _prepare_output(
+    store: OutputStore,
+    where: str,
+    settings: dict[str, Any],
+    items: Sequence[EngineItem],
+    *,
+    overwrite: bool,
+) -> None:
+    """`runner.prepare_output` for the engine's store: refuse other settings' outputs or, with
+    `overwrite`, delete each item's JSON, the manifest and failures.jsonl (the images beside
+    are rewritten with the JSON); then record `settings`."""
+    from ..runner import check_settings, settings_text
+
+    def holds_outputs() -> bool:
+        return bool(store.existing(".json") - {Path(MANIFEST).stem})
+
+    if not overwrite:
+        recorded = store.read_bytes(SETTINGS).decode() if store.exists(SETTINGS) else None
+        check_settings(where, recorded, settings, holds_outputs)
+    else:
+        for item in items:
+            store.remove(item.key + ".json")
+        store.remove(MANIFEST)
+        store.remove(FAILURES)
+    store.write_bytes(SETTINGS, settings_text(settings).encode())
 
 
 def _collect(summary: EngineSummary, store: OutputStore, row: dict[str, Any]) -> None:
@@ -229,6 +292,7 @@ class _ray:
     def __init__(self, options: RayOptions) -> None:
         self.options = options
         self.started = False
+        self.handlers: dict[int, Any] = {}
 
     def __enter__(self) -> None:
         import logging
@@ -239,6 +303,9 @@ class _ray:
         if ray.is_initialized():
             return
         quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+        # ray.init makes SIGTERM exit at once (sys.exit); the handlers come back on exit
+        if threading.current_thread() is threading.main_thread():
+            self.handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
         if self.options.address:
             ray.init(address=self.options.address, **quiet)  # type: ignore[arg-type]
         else:
@@ -250,3 +317,6 @@ class _ray:
 
         if self.started:
             ray.shutdown()
+            for sig, handler in self.handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)

@@ -54,8 +54,8 @@ def collect_stats(
         raise FileNotFoundError(f"SA-1B folder {root} does not exist")
     files = sorted(Path(root).rglob("*.json"))
     for path in files:
-        if path.name in NOT_SA1B or path.name.endswith(".deid.json"):
-            continue
+        if path.name in NOT_SA1B or path.name.endswith(".deid.json") or path.name[0] == ".":
+            continue  # the engine's own files, de-id records, hidden (.samkit_settings.json)
         try:
             info, annotations = read_sa1b(path)
             masks = sa1b_masks(annotations, name=str(path))

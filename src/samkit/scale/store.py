@@ -132,6 +132,12 @@ class OutputStore:
             names = [p.relative_to(base).as_posix() for p in base.rglob(f"*{suffix}")]
         return {n[: -len(suffix)] for n in names if n.endswith(suffix) and "/." not in "/" + n}
 
+    def read_bytes(self, rel: str) -> bytes:
+        if self.remote:
+            data: bytes = self.fs.cat_file(self.path(rel))
+            return data
+        return Path(self.path(rel)).read_bytes()
+
     def write_bytes(self, rel: str, data: bytes) -> None:
         target = self.path(rel)
         if not self.remote:

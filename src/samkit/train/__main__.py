@@ -7,6 +7,8 @@ A pipeline runs its stages in order, each into RUNS/<stage name>: a finished sta
 and one with checkpoints resumes, so the same command goes on after a kill. It exits with
 status 0 only once every stage is finished. The run options (--threads, --log-every,
 --checkpoint-minutes, --val-minutes, --keep-checkpoints) may change whenever a run resumes.
+Ctrl-C or SIGTERM stops a run after its current step and a checkpoint (exit status 130 or
+143); a second one stops it at once.
 
 Data-parallel on N processes: `torchrun --nproc_per_node N -m samkit.train --config ...`
 (nccl with one GPU per process on CUDA, gloo on the CPU).
@@ -17,9 +19,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import sys
 from pathlib import Path
 
 from .. import devices
+from ..interrupt import Interrupted, raise_on_signal
 from . import distributed
 from .config import RunOptions, TrainConfig
 from .pipeline import load_pipeline, run_pipeline
@@ -101,11 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         configs = [dataclasses.replace(c, precision=args.precision) for c in configs]
     run = functools.partial(train, max_steps=args.max_steps, device=device, options=options)
     try:
-        if args.config is not None:
-            run(configs[0], args.out, resume=args.resume)
-            return 0
-        stages = [dataclasses.replace(s, config=c) for s, c in zip(stages, configs, strict=True)]
-        return 0 if run_pipeline(stages, args.runs, run) else 1
+        with raise_on_signal():  # within a run: finish the step, save a checkpoint, raise
+            if args.config is not None:
+                run(configs[0], args.out, resume=args.resume)
+                return 0
+            pairs = zip(stages, configs, strict=True)
+            stages = [dataclasses.replace(s, config=c) for s, c in pairs]
+            return 0 if run_pipeline(stages, args.runs, run) else 1
+    except Interrupted as stop:
+        again = "with --resume" if args.config is not None else "again"
+        print(f"{parser.prog}: {stop}; run the same command {again} to go on", file=sys.stderr)
+        return stop.exit_code
     finally:
         distributed.teardown()
 

@@ -113,7 +113,8 @@ def run_pipeline(
 ) -> bool:
     """Run `stages` into `runs`/<name> in order with `train(config, out, resume=...)`: finished
     stages are skipped, a stage with checkpoints resumes. Stops at the first stage that does
-    not finish (stopped by a signal or a step limit). Returns whether every stage is finished."""
+    not finish (a step limit; a signal raises `Interrupted` out of `train`). Returns whether
+    every stage is finished."""
     tell = say if int(os.environ.get("RANK", "0")) == 0 else (lambda _: None)  # torchrun's
     for i, stage in enumerate(stages, 1):
         out = runs / stage.name

@@ -12,16 +12,12 @@ checkpoints are device-free, so a run started on a GPU resumes on a CPU and back
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -35,6 +31,7 @@ from ..build import variant_registry
 from ..checkpoints import CheckpointError, load_weights, read_state_dict
 from ..data import SyntheticScenes
 from ..eval.clicks import click_ious
+from ..interrupt import Interrupted, stop_on_signal
 from ..loading import VARIANT_KEY
 from ..modeling import Sam
 from . import distributed
@@ -142,26 +139,6 @@ class _Log:
             f.write(json.dumps(record) + "\n")
 
 
-@contextlib.contextmanager
-def _stop_on_signal() -> Iterator[list[bool]]:
-    """Within the block, SIGTERM and SIGINT set flag[0] instead of killing the process, so
-    the loop can save a checkpoint and stop; the previous handlers come back afterwards."""
-    flag = [False]
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        flag[0] = True
-
-    if threading.current_thread() is not threading.main_thread():
-        yield flag  # signals are delivered to the main thread only
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def train(
     config: TrainConfig,
     out: Path,
@@ -180,7 +157,8 @@ def train(
     "cuda", "cuda:N", "mps"; under torchrun with CUDA each process takes cuda:LOCAL_RANK) in
     `config.precision`; both are checked before any work starts. `options` say how the run is
     operated (threads, checkpoint and validation intervals, logging; default `RunOptions()`).
-    Returns the model, on `device`."""
+    Returns the model, on `device`. SIGINT or SIGTERM stops the run after the step in progress
+    and a checkpoint: it raises `samkit.interrupt.Interrupted`, and `resume=True` goes on."""
     options = options or RunOptions()
     device = devices.resolve_device(device)
     if options.threads is not None:
@@ -228,8 +206,10 @@ def train(
     last_ckpt = last_val = time.monotonic()
     window: list[tuple[StepStats, float]] = []
     bar = tqdm(total=config.total_steps, initial=step, disable=not (lead and sys.stderr.isatty()))
-    with _stop_on_signal() as stop:
-        while step < last_step and not distributed.any_flag(stop[0]):
+    # SIGINT or SIGTERM: finish the step, save a checkpoint, raise Interrupted (a second
+    # signal raises at once)
+    with stop_on_signal("this step, saving a checkpoint") as stop:
+        while step < last_step and not distributed.any_flag(bool(stop)):
             started = time.monotonic()
             first = (step * world + rank) * per_rank
             indices = list(range(first, first + per_rank))
@@ -254,6 +234,10 @@ def train(
                 last_val = time.monotonic()
     bar.close()
     checkpoint()
+    if step < last_step:  # stopped by a signal, here or (under torchrun) in another process
+        signum = stop.signum or signal.SIGTERM
+        saved = f"; checkpoint saved in {ckpt_dir}" if lead else ""
+        raise Interrupted(signum, f"stopped at step {step} of {config.total_steps}{saved}")
     if log is not None and step >= config.total_steps:
         _validate_and_log(model, config, step, log)
         with atomic_path(out / "model.safetensors") as path:

@@ -1,0 +1,56 @@
+"""`samkit info`: versions, devices, precision and the weights cache, for a bug report."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="versions, devices, bf16 support and the weights cache (paste it in a bug report)",
+        description="Print the samkit, torch and Python versions, the devices torch can use "
+        "here (what --device takes), whether this CPU multiplies bf16 natively (AVX-512 BF16 "
+        "or AMX), the precision `auto` picks on each device, and the weights cache.",
+        epilog="example:\n  samkit info",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(handler=_info)
+
+
+def _info(args: argparse.Namespace) -> int:
+    import os
+    import platform
+    import sys
+
+    import torch
+
+    from .. import __version__, devices
+    from ..checkpoints import KNOWN_WEIGHTS, cache_dir, cached_path
+    from ..loading import BUNDLED, bundled_path
+    from ..weights_cache import MIRROR_ENV
+
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+    bf16 = devices.cpu_supports_bf16()
+    lines = [
+        f"samkit {__version__}",
+        f"python {platform.python_version()} ({sys.executable})",
+        f"torch {torch.__version__} ({build})",
+        f"cpu: {platform.machine()}, native bf16 (AVX-512 BF16 or AMX): {'yes' if bf16 else 'no'}",
+        "devices (--device):",
+    ]
+    for name in devices.available_devices():
+        device = torch.device(name)
+        what = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+        precision = devices.resolve_precision("auto", device)
+        lines.append(f"  {name:8s} precision auto = {precision}" + (f"  ({what})" if what else ""))
+    cached = [name for name in KNOWN_WEIGHTS if cached_path(name) is not None]
+    lines.append(
+        f"weights cache: {cache_dir() / 'weights'} "
+        f"(downloaded: {', '.join(cached) if cached else 'none'})"
+    )
+    lines.append(f"{MIRROR_ENV}: {os.environ.get(MIRROR_ENV) or 'not set'}")
+    for name in BUNDLED:
+        lines.append(f"bundled model: {name} ({bundled_path(name)})")
+    print("\n".join(lines))
+    return 0
