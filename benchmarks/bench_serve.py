@@ -90,11 +90,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, background(create_app(Path(tmp), model)) as url:
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
-        with httpx.Client(base_url=url, timeout=120) as client:
+        page = {"X-Samkit": "1"}  # as the annotator page sends on every write
+        with httpx.Client(base_url=url, timeout=120, headers=page) as client:
             up = client.post("/api/images", files={"file": ("scene.png", buf.getvalue())})
-            predict_url = f"/api/images/{up.json()['id']}/predict"
+            (image_id,) = (entry["id"] for entry in up.json())
+            predict_url = f"/api/images/{image_id}/predict"
             start = time.perf_counter()
-            client.post(f"/api/images/{up.json()['id']}/embed").raise_for_status()
+            client.post(f"/api/images/{image_id}/embed").raise_for_status()
             embed = time.perf_counter() - start
             first = client.post(predict_url, json={"points": point, "labels": [1]}).json()
             second_body = {

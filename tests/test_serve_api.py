@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -28,9 +29,14 @@ def folder(image_folder: Path) -> Path:
     return image_folder
 
 
+def page_client(app: FastAPI) -> TestClient:
+    """A client as the annotator's page is one: by 127.0.0.1, with X-Samkit on every call."""
+    return TestClient(app, base_url="http://127.0.0.1", headers={"X-Samkit": "1"})
+
+
 @pytest.fixture
 def client(folder: Path, tiny_sam: Sam) -> TestClient:
-    return TestClient(create_app(folder, tiny_sam, model_name="samkit_tiny"))
+    return page_client(create_app(folder, tiny_sam, model_name="samkit_tiny"))
 
 
 def ids(client: TestClient) -> dict[str, str]:
@@ -51,8 +57,10 @@ def test_info_page_and_openapi(client: TestClient) -> None:
     assert page.status_code == 200 and "/static/app.js" in page.text
     for name in ("app.js", "api.js", "masks.js", "panels.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
-    paths = client.get("/openapi.json").json()["paths"]
-    assert "/api/images/{image_id}/predict" in paths and "/api/export" in paths
+    schema = client.get("/openapi.json").json()
+    assert "/api/images/{image_id}/predict" in schema["paths"] and "/api/export" in schema["paths"]
+    (scheme,) = schema["components"]["securitySchemes"].values()  # /docs can send the header
+    assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-Samkit"}
 
 
 def test_images_are_listed_with_opaque_ids(client: TestClient) -> None:
@@ -216,7 +224,7 @@ def test_annotations_crud_autosave_and_resume(
     saved = json.loads((folder / ".samkit" / "annotations" / f"{image_id}.json").read_text())
     assert saved["file_name"] == "a.png" and [a["label"] for a in saved["annotations"]] == ["car"]
 
-    reopened = TestClient(create_app(folder, tiny_sam))  # a restart resumes
+    reopened = page_client(create_app(folder, tiny_sam))  # a restart resumes
     assert reopened.get(url).json() == client.get(url).json()
     assert reopened.post(url, json={"label": "x", "segmentation": seg}).json()["id"] == 3
 
@@ -260,21 +268,21 @@ def test_upload_names_files_by_content(client: TestClient, folder: Path) -> None
     data = png_bytes(20, 30)
     r = client.post("/api/images", files={"file": ("../../evil.png", data, "image/png")})
     assert r.status_code == 201, r.text
-    up = r.json()
+    (up,) = r.json()
     assert up["file_name"].startswith("upload-") and (up["width"], up["height"]) == (30, 20)
     assert (folder / up["file_name"]).read_bytes() == data
     assert not (folder.parent / "evil.png").exists()
-    again = client.post("/api/images", files={"file": ("other.png", data)}).json()
+    (again,) = client.post("/api/images", files={"file": ("other.png", data)}).json()
     assert again["id"] == up["id"]
     assert up["id"] in ids(client).values()
     gif = io.BytesIO()
     Image.new("P", (8, 8)).save(gif, format="GIF")  # kept re-encoded as PNG
-    stored = client.post("/api/images", files={"file": ("x.gif", gif.getvalue())}).json()
+    (stored,) = client.post("/api/images", files={"file": ("x.gif", gif.getvalue())}).json()
     assert stored["file_name"].endswith(".png")
 
 
 def test_upload_limits(folder: Path, tiny_sam: Sam) -> None:
-    client = TestClient(create_app(folder, tiny_sam, max_body_bytes=20_000, max_pixels=10_000))
+    client = page_client(create_app(folder, tiny_sam, max_body_bytes=20_000, max_pixels=10_000))
     r = client.post("/api/images", files={"file": ("a.txt", b"not an image")})
     assert r.status_code == 400 and "not a recognised image" in r.json()["detail"]
     r = client.post("/api/images", files={"file": ("big.png", png_bytes(101, 100))})
@@ -286,6 +294,35 @@ def test_upload_limits(folder: Path, tiny_sam: Sam) -> None:
     r = client.post("/api/images", files={"file": ("noise.png", buf.getvalue())})
     assert r.status_code == 413 and "limit" in r.json()["detail"]
     assert client.post("/api/images").status_code == 422  # no file field
+
+
+def test_uploads_are_capped_per_request(client: TestClient, folder: Path, tiny_sam: Sam) -> None:
+    before = sorted(folder.rglob("*"))
+    many = [("file", (f"{i}.png", png_bytes(10 + i, 10))) for i in range(17)]
+    r = client.post("/api/images", files=many)  # the default: 16 images a request
+    assert r.status_code == 413 and "at most 16 images" in r.json()["detail"]
+    assert sorted(folder.rglob("*")) == before
+
+    client = page_client(create_app(folder, tiny_sam, max_upload_files=2, max_upload_bytes=3_000))
+    small = many[:3]
+    r = client.post("/api/images", files=small)  # 3 images: one too many
+    assert r.status_code == 413
+    assert (
+        "at most 2 images and 3,000 bytes" in r.json()["detail"] and "got 3" in r.json()["detail"]
+    )
+    noise = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    assert len(buf.getvalue()) > 3_000
+    r = client.post("/api/images", files={"file": ("noise.png", buf.getvalue())})
+    assert r.status_code == 413 and "3,000 bytes" in r.json()["detail"]
+    bad = [small[0], ("file", ("b.txt", b"not an image"))]
+    r = client.post("/api/images", files=bad)  # all or nothing: the good one is not kept
+    assert r.status_code == 400 and "upload 2 of 2" in r.json()["detail"]
+    assert sorted(folder.rglob("*")) == before
+    r = client.post("/api/images", files=small[:2])
+    assert r.status_code == 201 and [im["height"] for im in r.json()] == [10, 11]
+    assert client.get("/api/info").json()["max_upload_files"] == 2
 
 
 def annotate_both(client: TestClient) -> dict[str, str]:

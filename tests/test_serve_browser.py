@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,7 +148,7 @@ def annotate_and_export(session: dict[str, Any], screenshot: Path) -> dict[str, 
     from selenium.webdriver.common.keys import Keys
 
     driver = session["driver"]
-    client = TestClient(session["app"])
+    client = TestClient(session["app"], base_url="http://127.0.0.1", headers={"X-Samkit": "1"})
     image_id = client.get("/api/images").json()[0]["id"]
     x, y = pick_point(client, image_id)
     state = "window.samkit.state"
@@ -241,7 +242,7 @@ def test_segment_everything_objects_and_navigation(session: dict[str, Any]) -> N
     wait_for(driver, MASK_SHOWN)
     keys(driver, "e")
     wait_for(driver, f"{state}.proposals.length > 0 && document.body.dataset.state === 'ready'")
-    client = TestClient(session["app"])
+    client = TestClient(session["app"], base_url="http://127.0.0.1", headers={"X-Samkit": "1"})
     image_id = client.get("/api/images").json()[0]["id"]
     url = f"/api/images/{image_id}/everything"
     expected = client.post(url, json=options).json()["masks"]
@@ -265,6 +266,110 @@ def test_segment_everything_objects_and_navigation(session: dict[str, Any]) -> N
     wait_for(driver, f"{state}.objects.length === {len(expected) - 2}")
     left = client.get(f"/api/images/{image_id}/annotations").json()
     assert [a["id"] for a in left] == [a["id"] for a in saved[1:]]
+
+
+class Gate:
+    """Holds the requests whose path ends in one of `paths` until `release` is set."""
+
+    def __init__(self, *paths: str) -> None:
+        self.paths = paths
+        self.release = threading.Event()
+        self.held: list[str] = []
+        self._changed = threading.Condition()
+
+    def hold(self, path: str) -> None:
+        if path.endswith(self.paths):
+            with self._changed:
+                self.held.append(path)
+                self._changed.notify_all()
+            self.release.wait(60)
+
+    def wait_held(self, count: int, timeout: float = 60.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.held) >= count, timeout):
+                raise TimeoutError(f"{count} requests never reached the proxy; got {self.held}")
+
+
+@contextmanager
+def delaying_proxy(upstream: str, gate: Gate) -> Iterator[str]:
+    """A real HTTP proxy on 127.0.0.1 in front of `upstream` that holds what `gate` names (the
+    latency of a slow model or network); yields its base URL. Headers pass unchanged."""
+    import http.client
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    host, port = upstream.removeprefix("http://").rsplit(":", 1)
+
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            gate.hold(self.path)
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+            answer = conn.getresponse()
+            data = answer.read()
+            conn.close()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in ("connection", "content-length", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = forward
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        gate.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@needs_chromium
+def test_late_answers_never_land_on_the_next_image(session: dict[str, Any]) -> None:
+    """Click on image A and ask for segment-everything, then press N while both answers are
+    delayed: A's masks must not be drawn over B, nor saved as B's annotations."""
+    from fastapi.testclient import TestClient
+    from selenium.webdriver.common.keys import Keys
+
+    driver, state = session["driver"], "window.samkit.state"
+    Image.fromarray(scene()[::-1]).save(session["folder"] / "second.png")  # B: A's size
+    client = TestClient(session["app"], base_url="http://127.0.0.1", headers={"X-Samkit": "1"})
+    a, b = (im["id"] for im in client.get("/api/images").json())
+    x, y = pick_point(client, a)
+    gate = Gate("/predict", "/everything")
+    with delaying_proxy(session["url"], gate) as url:
+        driver.get(url + "/")
+        wait_for(driver, "document.body.dataset.state === 'ready'")
+        click_at(driver, x, y)  # on A
+        gate.wait_held(1)
+        keys(driver, "e")
+        gate.wait_held(2)
+        keys(driver, "n")
+        wait_for(driver, f"{state}.index === 1 && document.body.dataset.state === 'ready'")
+        gate.release.set()  # A's answers arrive while B is open
+        wait_for(driver, "window.samkit.inFlight() === 0")
+        assert driver.execute_script(f"return {state}.info.id") == b
+        assert driver.execute_script(f"return {state}.result") is None, "A's masks drawn on B"
+        assert driver.execute_script(f"return {state}.proposals.length") == 0
+        keys(driver, Keys.ENTER)  # accept the mask on screen, if any
+        driver.execute_script("document.getElementById('accept-all').click()")  # hidden: none
+        wait_for(driver, "window.samkit.inFlight() === 0")
+        assert driver.execute_script(f"return {state}.objects.length") == 0
+    assert client.get(f"/api/images/{b}/annotations").json() == []
+    assert client.get(f"/api/images/{a}/annotations").json() == []
+    assert [p.rsplit("/", 1)[1] for p in gate.held] == ["predict", "everything"]
 
 
 def main() -> None:

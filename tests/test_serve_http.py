@@ -3,6 +3,8 @@ the byte-bounded caches, and the `samkit serve` command."""
 
 from __future__ import annotations
 
+import gc
+import io
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from samkit import SamAutomaticMaskGenerator
 from samkit.modeling import Sam
@@ -25,7 +28,8 @@ from samkit.serve.engine import Engine
 
 def test_concurrent_predictions_on_two_images(image_folder: Path, tiny_sam: Sam) -> None:
     app = create_app(image_folder, tiny_sam)
-    with background(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    page = {"X-Samkit": "1"}
+    with background(app) as url, httpx.Client(base_url=url, timeout=60, headers=page) as client:
         images = client.get("/api/images").json()
         jobs = [
             (im["id"], {"points": [[x, y]], "labels": [1]})
@@ -50,7 +54,7 @@ def test_concurrent_predictions_on_two_images(image_folder: Path, tiny_sam: Sam)
 def test_body_limit_over_the_socket(image_folder: Path, tiny_sam: Sam) -> None:
     app = create_app(image_folder, tiny_sam, max_body_bytes=1000)
     with background(app) as url:
-        with httpx.Client(base_url=url) as client:
+        with httpx.Client(base_url=url, headers={"X-Samkit": "1"}) as client:
             r = client.post("/api/export", content=b"x" * 5000)  # declared length
             assert r.status_code == 413 and "1,000 bytes" in r.json()["detail"]
 
@@ -65,6 +69,101 @@ def test_body_limit_over_the_socket(image_folder: Path, tiny_sam: Sam) -> None:
         with socket.create_connection((host, int(port))) as sock:
             sock.sendall(b"POST /api/export HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
             assert b" 4" in sock.recv(100).split(b"\r\n")[0]  # 400 or 413: refused
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (annotations and exports included) and its bytes."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_other_origins_cannot_write(image_folder: Path, tiny_sam: Sam) -> None:
+    app = create_app(image_folder, tiny_sam)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    with background(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        image_id = client.get("/api/images").json()[0]["id"]
+        ann = {"label": "x", "segmentation": {"size": [120, 160], "counts": [0, 5, 19195]}}
+        page = {"X-Samkit": "1", "Origin": url}  # what the annotator page sends
+        r = client.post(f"/api/images/{image_id}/annotations", json=ann, headers=page)
+        assert r.status_code == 201, r.text
+        writes = [
+            ("POST", "/api/images", {"files": {"file": ("a.png", png.getvalue())}}),
+            ("POST", f"/api/images/{image_id}/embed", {}),
+            ("POST", f"/api/images/{image_id}/predict", {"json": {"box": [0, 0, 50, 50]}}),
+            ("POST", f"/api/images/{image_id}/everything", {"json": {"points_per_side": 2}}),
+            ("POST", f"/api/images/{image_id}/annotations", {"json": ann}),
+            ("PATCH", f"/api/images/{image_id}/annotations/1", {"json": {"label": "y"}}),
+            ("DELETE", f"/api/images/{image_id}/annotations/1", {}),
+            ("POST", "/api/export", {"json": {"format": "coco"}}),
+        ]
+        before = folder_state(image_folder)
+        for headers in (
+            {"Origin": "http://evil.example"},  # fetch(..., {mode: "no-cors"}) from a page
+            {},  # a form posted from a page whose Origin the browser left out
+            {"Origin": "http://evil.example", "X-Samkit": "1"},  # needs a preflight: never granted
+            {"Origin": "null", "X-Samkit": "1"},
+        ):
+            for method, path, body in writes:
+                r = client.request(method, path, headers=headers, **body)
+                assert r.status_code == 403, (method, path, headers, r.status_code)
+                assert "X-Samkit: 1" in r.json()["detail"] or "cross-origin" in r.json()["detail"]
+        preflight = {  # what a browser asks before sending the header across origins
+            "Origin": "http://evil.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-samkit",
+        }
+        r = client.options("/api/images", headers=preflight)
+        assert r.status_code >= 400 and "access-control-allow-origin" not in r.headers
+        # A link or an <img> on any page can send a GET: the zip download writes nothing either.
+        assert client.get("/api/export/coco.zip").status_code == 200
+        assert folder_state(image_folder) == before
+        assert len(app.state.engine.embeddings) == 0
+        for method, path, body in writes:  # the page itself may
+            r = client.request(method, path, headers=page, **body)
+            assert r.status_code < 300, (method, path, r.text)
+
+
+def test_only_the_servers_own_host_names_are_answered(image_folder: Path, tiny_sam: Sam) -> None:
+    evil = ["evil.example", "127.0.0.1.evil.example", "localhost.evil", "annotator.lan"]
+    with background(create_app(image_folder, tiny_sam)) as url, httpx.Client() as client:
+        port = url.rsplit(":", 1)[1]
+        for host in [*evil, f"evil.example:{port}"]:  # a rebound name: the page reads nothing
+            for path in ["/", "/api/images", "/static/app.js"]:
+                r = client.get(url + path, headers={"Host": host})
+                assert r.status_code == 421, (host, path, r.status_code)
+                assert "does not answer to the host name" in r.json()["detail"]
+                assert "only to 127.0.0.1, localhost, [::1]:" in r.json()["detail"]
+            headers = {"Host": host, "X-Samkit": "1", "Origin": f"http://{host}"}
+            r = client.post(url + "/api/export", json={"format": "coco"}, headers=headers)
+            assert r.status_code == 421
+        for host in [
+            f"127.0.0.1:{port}",
+            f"localhost:{port}",
+            f"LocalHost:{port}",
+            f"[::1]:{port}",
+        ]:
+            assert client.get(url + "/api/images", headers={"Host": host}).status_code == 200
+
+    # Names given to the server (--host, --allow-host) are answered too; any port (a tunnel's).
+    app = create_app(image_folder, tiny_sam, allowed_hosts=["annotator.lan", "::1"])
+    assert app.state.allowed_hosts == ("127.0.0.1", "localhost", "[::1]", "annotator.lan")
+    with background(app) as url, httpx.Client() as client:
+        for host in ["annotator.lan:8000", "localhost:9000"]:
+            assert client.get(url + "/api/images", headers={"Host": host}).status_code == 200
+        assert client.get(url + "/", headers={"Host": "evil.example"}).status_code == 421
+        # A write carries the page's own origin, whichever allowed name the page was opened by.
+        page = {
+            "Host": "annotator.lan:8000",
+            "Origin": "http://annotator.lan:8000",
+            "X-Samkit": "1",
+        }
+        r = client.post(url + "/api/export", json={"format": "coco"}, headers=page)
+        assert r.status_code == 200
+        page["Origin"] = "http://localhost:9000"  # an origin other than the Host
+        r = client.post(url + "/api/export", json={"format": "coco"}, headers=page)
+        assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
 
 
 def test_byte_lru_evicts_by_size() -> None:
@@ -84,8 +183,64 @@ def test_byte_lru_evicts_by_size() -> None:
         ByteLRU(-1, len)
 
 
+def entry_bytes(model: Sam, image: np.ndarray) -> int:
+    """What one cached image costs the engine's cache."""
+    engine = Engine(model)
+    engine.embed("one", lambda: image)
+    return engine.embeddings.nbytes
+
+
+def reachable_tensors(root: object) -> list[torch.Tensor]:
+    """Every tensor reachable from `root` through containers and samkit objects (found by the
+    garbage collector's references, not by the engine's own walk over dataclass fields)."""
+    found: list[torch.Tensor] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            found.append(obj)
+        elif isinstance(obj, (dict, list, tuple)) or type(obj).__module__.startswith("samkit."):
+            stack.extend(gc.get_referents(obj))
+    return found
+
+
+def true_bytes(root: object, model: Sam) -> int:
+    """Bytes of the distinct storages of the tensors reachable from `root`, the model's own
+    weights (which some prepared projections are views of) left out."""
+    weights = {p.untyped_storage().data_ptr() for p in [*model.parameters(), *model.buffers()]}
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for t in reachable_tensors(root)
+    }
+    return sum(n for ptr, n in storages.items() if ptr not in weights)
+
+
+def test_the_cache_counts_every_tensor_an_image_keeps(tiny_sam: Sam, image: np.ndarray) -> None:
+    engine = Engine(tiny_sam)
+    engine.embed("one", lambda: image)
+    kept = engine.embeddings.get("one")
+    tensors = reachable_tensors(kept)
+    assert len(tensors) > 10  # embedding, positional encoding, prepared keys, projections
+    assert engine.embeddings.nbytes == true_bytes(kept, tiny_sam)
+    assert engine.embeddings.nbytes > 5 * kept.features.nbytes  # was the features only
+
+    # Many images through a cache with room for three and a half: it stays under its cap.
+    cap = 7 * engine.embeddings.nbytes // 2
+    engine = Engine(tiny_sam, cache_bytes=cap)
+    for i in range(20):
+        engine.embed(f"image{i}", lambda: image)
+        held = [engine.embeddings.get(f"image{j}") for j in range(i + 1)]
+        held = [e for e in held if e is not None]
+        assert sum(true_bytes(e, tiny_sam) for e in held) == engine.embeddings.nbytes <= cap
+    assert len(engine.embeddings) == 3
+
+
 def test_engine_embeds_each_image_once(tiny_sam: Sam, image: np.ndarray) -> None:
-    engine = Engine(tiny_sam, cache_bytes=2 * 64 * 16 * 16 * 4)  # room for two embeddings
+    engine = Engine(tiny_sam, cache_bytes=2 * entry_bytes(tiny_sam, image))  # room for two
     loads: list[str] = []
     lock = threading.Lock()
 
@@ -134,7 +289,7 @@ def test_everything_reuses_the_cached_embedding(tiny_sam: Sam, image: np.ndarray
 def test_engine_keeps_no_lock_for_images_it_is_not_embedding(
     tiny_sam: Sam, image: np.ndarray
 ) -> None:
-    engine = Engine(tiny_sam, cache_bytes=64 * 16 * 16 * 4)  # room for one embedding
+    engine = Engine(tiny_sam, cache_bytes=entry_bytes(tiny_sam, image))  # room for one
     for i in range(40):
         engine.embed(f"image{i}", lambda: image)
     assert len(engine.embeddings) == 1
@@ -166,6 +321,7 @@ def test_serve_command(tmp_path: Path) -> None:
     run = [sys.executable, "-m", "samkit.cli", "serve"]
     r = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "127.0.0.1" in r.stdout and "--model" in r.stdout
+    assert "--allow-host NAME" in r.stdout  # names answered besides the loopback ones
     missing = str(tmp_path / "none.safetensors")
     r = subprocess.run(
         [*run, str(tmp_path), "--model", missing], capture_output=True, text=True, timeout=120

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import (
+    DEVICE_HELP,
+    add_max_pixels_argument,
+    add_model_argument,
+    bounded,
+    existing_dir,
+)
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,18 +23,37 @@ def add(sub: argparse._SubParsersAction) -> None:
         "  samkit serve photos/ --model samkit_tiny --port 8080 --host 0.0.0.0",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("folder", nargs="?", default=".", help="folder of images (default: here)")
     p.add_argument(
-        "--model", default="samkit_default", help="model name or weights file (samkit_default)"
+        "folder",
+        nargs="?",
+        default=".",
+        type=existing_dir,
+        help="folder of images (default: here)",
     )
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    add_model_argument(p)
+    p.add_argument("--port", type=bounded(int, 1, 65535), default=8000, help="port (default 8000)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
     )
-    p.add_argument("--device", default=None, help="torch device (default cpu)")
-    p.add_argument("--max-pixels", type=int, default=200_000_000, help="largest image (pixels)")
-    p.add_argument("--max-body-mb", type=int, default=64, help="largest request body (MiB)")
-    p.add_argument("--cache-mb", type=int, default=1024, help="image embedding cache (MiB)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name browsers may reach the server by, besides 127.0.0.1, localhost, "
+        "[::1] and --host (repeatable; others get 421, against DNS rebinding)",
+    )
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    add_max_pixels_argument(p)
+    p.add_argument(
+        "--max-body-mb", type=bounded(int, 1), default=64, help="largest request body (MiB)"
+    )
+    p.add_argument(
+        "--cache-mb",
+        type=bounded(int, 0),
+        default=1024,
+        help="image embeddings kept, with the decoder's per-image tensors (MiB)",
+    )
     p.set_defaults(handler=_serve)
 
 
@@ -40,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"samkit serve needs the serve extra: pip install 'samkit[serve]' ({err})"
         ) from err
 
+    _check_port(args.host, args.port)  # before the model loads
     model = load(args.model, device=args.device)
     app = create_app(
         args.folder,
@@ -48,7 +76,28 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_mb << 20,
         max_pixels=args.max_pixels,
         cache_bytes=args.cache_mb << 20,
+        allowed_hosts=[args.host, *args.allow_host],
     )
     print(f"samkit annotator: http://{args.host}:{args.port}/  (API docs at /docs)")
     run(app, host=args.host, port=args.port)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Raise ValueError unless this process can listen on host:port now (the port is let go
+    at once; the server binds it again moments later)."""
+    import os
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except OSError as err:
+        raise ValueError(f"--host {host}: no such address ({err.strerror or err})") from None
+    try:
+        socket.create_server((host, port), family=family).close()
+    except OSError as err:
+        why = os.strerror(err.errno) if err.errno else str(err)
+        raise ValueError(
+            f"cannot listen on {host}:{port} ({why}): is another server using the port? "
+            "Pick another with --port"
+        ) from None

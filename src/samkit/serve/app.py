@@ -4,7 +4,7 @@ Endpoints (all JSON unless said; the OpenAPI schema is at /openapi.json, docs at
     GET    /                                  the annotator page (static files under /static)
     GET    /api/info                          model, limits, export formats
     GET    /api/images                        images of the folder, with annotation counts
-    POST   /api/images                        upload an image (multipart field "file")
+    POST   /api/images                        upload images (multipart fields "file")
     GET    /api/images/{id}                   one image's info
     GET    /api/images/{id}/image             the image as the model sees it (JPEG, upright)
     POST   /api/images/{id}/embed             compute (or find cached) the embedding
@@ -15,21 +15,27 @@ Endpoints (all JSON unless said; the OpenAPI schema is at /openapi.json, docs at
     POST   /api/export                        write the folder's export under .samkit/export
     GET    /api/export/{format}.zip           the same export as a zip download
 Errors are 4xx JSON `{"detail": "what was wrong and what to do"}`.
+
+Only the annotator's own page may call it (`guard.RequestGuard`): the Host header must name
+this server, an Origin must be its own, and POST/PATCH/DELETE carry the header `X-Samkit: 1`.
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, HTTPException, Request, Response, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, Response, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
@@ -38,7 +44,8 @@ from ..io import DEFAULT_MAX_PIXELS
 from ..modeling import Sam
 from ..rle import mask_to_rle
 from .engine import Engine
-from .export import FORMATS, ExportSummary, export_project
+from .export import FORMATS, export_project
+from .guard import HEADER, RequestGuard, allowed_names
 from .limits import BodyLimit
 from .project import NotFound, Project
 from .schemas import (
@@ -51,6 +58,7 @@ from .schemas import (
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_BODY = 64 << 20  # 64 MiB: a large camera JPEG, or the RLE of a 200 MP mask
+DEFAULT_MAX_UPLOAD_FILES = 16  # images per upload request (the page sends one at a time)
 
 
 def create_app(
@@ -61,17 +69,40 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     cache_bytes: int = 1 << 30,
+    allowed_hosts: Iterable[str] = (),
+    max_upload_files: int = DEFAULT_MAX_UPLOAD_FILES,
+    max_upload_bytes: int | None = None,
 ) -> FastAPI:
-    """The annotator app for the images in `folder`, prompting `model`."""
+    """The annotator app for the images in `folder`, prompting `model`.
+
+    allowed_hosts: host names (or bind addresses) the server answers to besides 127.0.0.1,
+      localhost and [::1]; requests naming another host get 421 (DNS rebinding).
+    max_upload_files, max_upload_bytes: images per upload request, and their bytes in all
+      (default `max_body_bytes`).
+    """
+    upload_bytes = max_body_bytes if max_upload_bytes is None else max_upload_bytes
+    if max_upload_files < 1 or upload_bytes < 1:
+        raise ValueError(
+            f"max_upload_files and max_upload_bytes must be >= 1; got {max_upload_files} "
+            f"and {upload_bytes}"
+        )
     project = Project(folder, max_pixels=max_pixels)
     engine = Engine(model, cache_bytes=cache_bytes)
+    # The header as an API key in the OpenAPI schema, so that /docs ("Authorize", value 1)
+    # sends it; `RequestGuard` is what requires it.
+    write_header = APIKeyHeader(
+        name=HEADER, auto_error=False, description="1, on every POST, PATCH and DELETE"
+    )
     app = FastAPI(
         title="samkit annotator",
         version=__version__,
         description="Segment Anything over HTTP: embed once, then prompt for masks.",
+        dependencies=[Security(write_header)],
     )
     app.state.project, app.state.engine = project, engine
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.state.allowed_hosts = allowed_names(allowed_hosts)
+    app.add_middleware(RequestGuard, allowed_hosts=app.state.allowed_hosts)  # runs first
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(ValueError)
@@ -104,6 +135,10 @@ def create_app(
             "model_input_size": model.image_encoder.img_size,
             "max_body_bytes": max_body_bytes,
             "max_pixels": max_pixels,
+            "max_upload_files": max_upload_files,
+            "max_upload_bytes": upload_bytes,
+            "cache_bytes": engine.embeddings.max_bytes,
+            "write_header": f"{HEADER}: 1",
             "formats": list(FORMATS),
         }
 
@@ -124,9 +159,18 @@ def create_app(
         return [describe(entry.id) for entry in project.images()]
 
     @app.post("/api/images", status_code=201)
-    def upload(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 (FastAPI idiom)
-        data = file.file.read()
-        return describe(project.add_upload(data).id)
+    def upload(file: list[UploadFile] = File(...)) -> list[dict[str, Any]]:  # noqa: B008
+        """Store one or more images (repeat the field "file"); all or none are stored."""
+        total = sum(f.size or 0 for f in file)
+        if len(file) > max_upload_files or total > upload_bytes:
+            raise HTTPException(
+                413,
+                f"an upload request may carry at most {max_upload_files} images and "
+                f"{upload_bytes:,} bytes in all; got {len(file)} images, {total:,} bytes: "
+                "send fewer or smaller images per request",
+            )
+        entries = project.add_uploads([f.file.read() for f in file])
+        return [describe(entry.id) for entry in entries]
 
     @app.get("/api/images/{image_id}")
     def image_info(image_id: str) -> dict[str, Any]:
@@ -203,12 +247,9 @@ def create_app(
         project.delete_annotation(image_id, ann_id)
         return Response(status_code=204)
 
-    def run_export(fmt: str) -> ExportSummary:
-        return export_project(project, fmt, project.state_dir / "export" / fmt)
-
     @app.post("/api/export")
     def export(body: ExportRequest) -> dict[str, Any]:
-        summary = run_export(body.format)
+        summary = export_project(project, body.format, project.state_dir / "export" / body.format)
         files = sorted(p.relative_to(project.folder).as_posix() for p in summary.folder.rglob("*"))
         return {
             "format": summary.format,
@@ -223,12 +264,14 @@ def create_app(
     def export_zip(fmt: str) -> Response:
         if fmt not in FORMATS:
             raise HTTPException(404, f"unknown export format {fmt!r}; one of {', '.join(FORMATS)}")
-        folder = run_export(fmt).folder
         buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(folder.rglob("*")):
-                if path.is_file():
-                    zf.write(path, path.relative_to(folder).as_posix())
+        # Built in a temporary folder: a GET changes nothing (a link on any web page can send one).
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = export_project(project, fmt, Path(tmp) / fmt).folder
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                for path in sorted(folder.rglob("*")):
+                    if path.is_file():
+                        zf.write(path, path.relative_to(folder).as_posix())
         headers = {"Content-Disposition": f'attachment; filename="samkit-{fmt}.zip"'}
         return Response(buf.getvalue(), media_type="application/zip", headers=headers)
 

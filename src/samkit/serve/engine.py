@@ -1,7 +1,9 @@
 """The model side of the annotator: cached embeddings, prompt -> masks, segment everything.
 
 One `Engine` is shared by every request thread. Each image's `ImageEmbedding` is kept in an
-LRU bounded in bytes; every request wraps it in its own `SamPredictor` (a thin wrapper), so
+LRU bounded in bytes, counting every tensor it keeps (`kept_bytes`: the embedding, its
+positional encoding and the decoder's prepared keys and projections, about 10x the embedding
+alone); every request wraps it in its own `SamPredictor` (a thin wrapper), so
 requests are prompted concurrently without sharing mutable state, and "segment everything"
 reuses the embedding a click computed. A per-image lock, held only while that image is being
 embedded, makes concurrent first requests on one image compute its embedding once.
@@ -15,10 +17,11 @@ byte-bounded LRU; an expired or foreign token is a ValueError the API turns into
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +48,41 @@ class Prediction:
     seconds: float  # time spent in the model (prompt encoder + decoder + upsampling)
 
 
-def _embedding_bytes(embedding: ImageEmbedding) -> int:
-    features = embedding.features
-    return features.numel() * features.element_size()
+def tensors(value: object) -> Iterator[torch.Tensor]:
+    """The tensors in `value`, through dataclass fields, dicts, lists and tuples."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from tensors(getattr(value, field.name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from tensors(item)
+
+
+def kept_bytes(value: object, *, shared: Collection[tuple[str, int]] = ()) -> int:
+    """Bytes of memory the tensors in `value` keep: each storage once and whole (a view keeps
+    all of its storage), storages named in `shared` ((device, data_ptr), such as the model's
+    own weights, which some prepared projections are views of) left out."""
+    seen = set(shared)
+    total = 0
+    for tensor in tensors(value):
+        storage = tensor.untyped_storage()
+        key = (str(storage.device), storage.data_ptr())
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+    return total
+
+
+def _storage_keys(module: torch.nn.Module) -> set[tuple[str, int]]:
+    return {
+        (str(t.device), t.untyped_storage().data_ptr())
+        for t in [*module.parameters(), *module.buffers()]
+    }
 
 
 @dataclass
@@ -68,11 +103,12 @@ class Engine:
     ) -> None:
         """Serve `model` (eval mode, on its device).
 
-        cache_bytes: image embeddings kept at most (the samkit_default embedding is 256 KiB,
-          ViT-B/L/H's 4 MiB each). logits_bytes: low-res logits kept for mask feedback.
+        cache_bytes: bytes of image embeddings kept at most, counted by `kept_bytes` (every
+          tensor an image keeps: about 10 MiB an image for samkit_default, 38 MiB for
+          ViT-B/L/H). logits_bytes: low-res logits kept for mask feedback.
         """
         self.model = model.eval()
-        self.embeddings: ByteLRU[str, ImageEmbedding] = ByteLRU(cache_bytes, _embedding_bytes)
+        self.embeddings: ByteLRU[str, ImageEmbedding] = ByteLRU(cache_bytes, self.embedding_bytes)
         self.logits: ByteLRU[str, tuple[str, np.ndarray]] = ByteLRU(
             logits_bytes, lambda item: item[1].nbytes
         )
@@ -80,6 +116,10 @@ class Engine:
         self._locks: dict[str, _KeyLock] = {}
         self._locks_guard = threading.Lock()
         self._amg_lock = threading.Lock()  # one "segment everything" at a time: it is heavy
+
+    def embedding_bytes(self, embedding: ImageEmbedding) -> int:
+        """The memory that keeping `embedding` costs (the model's weights not counted)."""
+        return kept_bytes(embedding, shared=_storage_keys(self.model))
 
     def embed(self, key: str, load: ImageLoader) -> tuple[SamPredictor, bool]:
         """A predictor of its own on image `key`'s embedding, and whether it was cached."""

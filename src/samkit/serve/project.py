@@ -112,27 +112,35 @@ class Project:
         entry = self.get(image_id)
         return load_image(entry.path, max_pixels=self.max_pixels, name=entry.file_name)
 
-    def add_upload(self, data: bytes) -> ImageEntry:
-        """Store uploaded image bytes (checked by `load_image`) as `upload-<hash>.<ext>`.
+    def add_uploads(self, uploads: list[bytes]) -> list[ImageEntry]:
+        """Store uploaded image bytes as `upload-<hash>.<ext>`; all are checked (by
+        `load_image`) before any is stored.
 
         The name comes from the content, never from the client; uploading the same bytes twice
         gives the same image.
         """
-        rgb = load_image(data, max_pixels=self.max_pixels, name="upload")
-        with Image.open(io.BytesIO(data)) as img:
-            suffix = _KEEP_FORMATS.get(str(img.format))
-        name = f"upload-{hashlib.sha256(data).hexdigest()[:16]}{suffix or '.png'}"
-        path = self.folder / name
-        if not path.exists():
-            with atomic_path(path) as tmp:
-                if suffix is None:
-                    Image.fromarray(rgb).save(tmp, format="PNG")
-                else:
-                    tmp.write_bytes(data)
-        entry = ImageEntry(image_id(name), path, name)
+        suffixes = []
+        for i, data in enumerate(uploads):
+            name = "upload" if len(uploads) == 1 else f"upload {i + 1} of {len(uploads)}"
+            # Checked, the pixels not kept (200 MP is 600 MB): re-encoding decodes it again.
+            load_image(data, max_pixels=self.max_pixels, name=name)
+            with Image.open(io.BytesIO(data)) as img:
+                suffixes.append(_KEEP_FORMATS.get(str(img.format)))
+        entries = []
+        for data, suffix in zip(uploads, suffixes, strict=True):
+            name = f"upload-{hashlib.sha256(data).hexdigest()[:16]}{suffix or '.png'}"
+            path = self.folder / name
+            if not path.exists():
+                with atomic_path(path) as tmp:
+                    if suffix is None:
+                        rgb = load_image(data, max_pixels=self.max_pixels, name="upload")
+                        Image.fromarray(rgb).save(tmp, format="PNG")
+                    else:
+                        tmp.write_bytes(data)
+            entries.append(ImageEntry(image_id(name), path, name))
         with self._lock:
-            self._entries[entry.id] = entry
-        return entry
+            self._entries.update((entry.id, entry) for entry in entries)
+        return entries
 
     # -- annotations ------------------------------------------------------------------------
     def annotations(self, image_id: str) -> list[dict[str, Any]]:

@@ -18,9 +18,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def run(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve `app` until interrupted."""
     if host not in LOOPBACK:
+        names = ", ".join(getattr(app.state, "allowed_hosts", ()))
         print(
             f"warning: serving on {host}: anyone who can reach this port can read and annotate "
-            "the folder's images (there is no login)",
+            f"the folder's images (there is no login). Browsers must name the server as one of "
+            f"{names} (add others with --allow-host)",
             file=sys.stderr,
         )
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,7 +1,21 @@
 // The JSON API, one function per endpoint. Errors become Error(detail) from the server.
+// Every call but GET carries `X-Samkit: 1`: the server refuses writes without it (a page of
+// another web site cannot send it). `inFlight()` counts the calls not answered yet (tests).
+
+let pending = 0;
+export const inFlight = () => pending;
 
 async function call(method, url, body) {
-  const init = { method, headers: {} };
+  pending++;
+  try {
+    return await send(method, url, body);
+  } finally {
+    pending--;
+  }
+}
+
+async function send(method, url, body) {
+  const init = { method, headers: method === "GET" ? {} : { "X-Samkit": "1" } };
   if (body instanceof FormData) {
     init.body = body;
   } else if (body !== undefined) {
@@ -22,7 +36,7 @@ export const api = {
   upload(file) {
     const form = new FormData();
     form.append("file", file);
-    return call("POST", "/api/images", form);
+    return call("POST", "/api/images", form).then((entries) => entries[0]);
   },
   imageUrl: (id) => `${img(id)}/image`,
   embed: (id) => call("POST", `${img(id)}/embed`),

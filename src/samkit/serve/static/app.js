@@ -1,7 +1,10 @@
 // The annotator: one image at a time, prompts -> masks from the API, accepted objects saved.
 // State lives in `S`; every change calls render(). Tests read window.samkit and
 // document.body.dataset.state ("loading", "embedding", "ready", "predicting", "error").
-import { api } from "./api.js";
+// Answers come back late and out of order, so each is applied only to what it was asked
+// for: `S.view` counts opened images (an answer for another image is dropped), `S.seq`
+// counts prompt changes (an answer for an older prompt is dropped).
+import { api, inFlight } from "./api.js";
 import { color, maskCanvas } from "./masks.js";
 import { renderPanels } from "./panels.js";
 
@@ -17,7 +20,7 @@ const S = {
   history: [], future: [],
   objects: [], objectMasks: new Map(), hidden: new Set(), hideAll: false,
   proposals: [], proposalMasks: [], focus: -1,
-  drag: null, seq: 0,
+  drag: null, seq: 0, view: 0,
 };
 
 function setState(state, text) {
@@ -27,6 +30,12 @@ function setState(state, text) {
 
 function fail(err) {
   setState("error", err.message);
+}
+
+// The error handler of work started on the image open now (read before the work changes
+// it): an error of an image left since is not shown over another.
+function failOn(view) {
+  return (err) => { if (view === S.view) fail(err); };
 }
 
 // -- images ------------------------------------------------------------------------------
@@ -39,27 +48,41 @@ async function loadImages(openId) {
 
 async function openImage(index) {
   if (index < 0 || index >= S.images.length) return;
+  const view = ++S.view;
+  S.seq++;  // a prediction still in flight was for the image left
   S.index = index;
   S.info = S.images[index];
-  Object.assign(S, { result: null, masks: [], history: [], future: [], proposals: [] });
+  Object.assign(S, { image: null, result: null, masks: [], history: [], future: [], proposals: [] });
   S.prompt = { points: [], labels: [], box: null };
-  S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = new Set();
+  S.objects = []; S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = new Set(); S.focus = -1;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
   $("file-name").textContent = `${S.info.file_name} (${index + 1}/${S.images.length})`;
   setState("loading", "loading image");
-  const image = new Image();
-  image.src = api.imageUrl(S.info.id);
-  await image.decode();
-  S.image = image;
-  fitCanvas();
-  await loadObjects();
-  setState("embedding", "computing the image embedding");
-  const t = await api.embed(S.info.id);
-  setState("ready", t.cached ? "ready (embedding cached)" : `ready (embedded in ${t.seconds.toFixed(2)} s)`);
   render();
+  try {
+    const image = new Image();
+    image.src = api.imageUrl(S.info.id);
+    await image.decode();
+    if (view !== S.view) return;
+    S.image = image;
+    fitCanvas();
+    await loadObjects();
+    if (view !== S.view) return;
+    setState("embedding", "computing the image embedding");
+    render();
+    const t = await api.embed(S.info.id);
+    if (view !== S.view || document.body.dataset.state !== "embedding") return;  // clicked meanwhile
+    setState("ready", t.cached ? "ready (embedding cached)" : `ready (embedded in ${t.seconds.toFixed(2)} s)`);
+  } catch (err) {
+    if (view === S.view) throw err;  // an error of an image left since is not shown
+  }
 }
 
 async function loadObjects() {
-  S.objects = await api.annotations(S.info.id);
+  const view = S.view;
+  const objects = await api.annotations(S.info.id);
+  if (view !== S.view) return;
+  S.objects = objects;
   for (const obj of S.objects) {
     if (!S.objectMasks.has(obj.id)) S.objectMasks.set(obj.id, maskCanvas(obj.segmentation, color(obj.id)));
   }
@@ -88,17 +111,18 @@ async function predict() {
   const body = { points: points.length ? points : null, labels: points.length ? labels : null, box };
   if (S.result) body.mask_input = { token: S.result.token, index: S.selected };
   const seq = ++S.seq;
+  const imageId = S.info.id;
   setState("predicting", "predicting");
   const t0 = performance.now();
   let result;
   try {
-    result = await api.predict(S.info.id, body);
+    result = await api.predict(imageId, body);
   } catch (err) {
     if (seq === S.seq) { S.prompt = S.history.pop().prompt; fail(err); render(); }
     return;
   }
-  if (seq !== S.seq) return;  // a newer prompt is on its way
-  S.result = result;
+  if (seq !== S.seq) return;  // a newer prompt is on its way, or another image is open
+  S.result = { ...result, imageId };
   S.selected = result.best;
   S.masks = result.masks.map((m) => maskCanvas(m.segmentation, CURRENT));
   const ms = performance.now() - t0;
@@ -133,41 +157,56 @@ function travel(from, to) {
 const undo = () => travel(S.history, S.future);
 const redo = () => travel(S.future, S.history);
 
+// The mask on screen is saved to the image it was predicted on, and taken off the screen at
+// once (a second Enter does not save it twice); it comes back if the save fails.
 async function accept() {
   if (!S.result) return;
+  const view = S.view, seq = ++S.seq, snap = snapshot(), history = S.history;
   const m = S.result.masks[S.selected];
   const positives = S.prompt.points.filter((_, i) => S.prompt.labels[i] === 1);
-  await saveObject(m, positives.length ? positives : null);
+  const saving = saveObject(S.result.imageId, m, positives.length ? positives : null);
   S.prompt = { points: [], labels: [], box: null };
   S.result = null; S.masks = []; S.history = []; S.future = [];
+  render();
+  try {
+    await saving;
+  } catch (err) {
+    if (seq === S.seq) { restore(snap); S.history = history; render(); }
+    throw err;
+  }
+  if (view !== S.view) return;
   await loadObjects();
   render();
 }
 
-function saveObject(m, points) {
+function saveObject(imageId, m, points) {
   const ann = { label: $("label").value, segmentation: m.segmentation, predicted_iou: m.predicted_iou, stability_score: m.stability_score };
   if (points) ann.point_coords = points;
-  return api.addAnnotation(S.info.id, ann);
+  return api.addAnnotation(imageId, ann);
 }
 
 // -- segment everything ------------------------------------------------------------------
 async function everything() {
+  const view = S.view, imageId = S.info.id;
   setState("predicting", "segmenting everything (this runs the model on a grid of points)");
-  const out = await api.everything(S.info.id, {
+  const out = await api.everything(imageId, {
     points_per_side: Number($("amg-points").value),
     pred_iou_thresh: Number($("amg-iou").value),
     stability_score_thresh: Number($("amg-stability").value),
     box_nms_thresh: Number($("amg-nms").value),
   });
-  S.proposals = out.masks;
+  if (view !== S.view) return;  // proposals of an image left
+  S.proposals = out.masks.map((m) => ({ ...m, imageId }));
   S.proposalMasks = out.masks.map((m, i) => maskCanvas(m.segmentation, color(i + 7)));
   setState("ready", `${out.masks.length} proposals in ${out.seconds.toFixed(1)} s: accept or discard them`);
   render();
 }
 
 async function acceptProposals(indexes) {
-  for (const i of indexes) await saveObject(S.proposals[i], S.proposals[i].point_coords);
-  discardProposals(indexes);
+  const view = S.view, chosen = indexes.map((i) => S.proposals[i]);
+  for (const p of chosen) await saveObject(p.imageId, p, p.point_coords);
+  if (view !== S.view) return;
+  discardProposals(S.proposals.flatMap((p, i) => (chosen.includes(p) ? [i] : [])));
   await loadObjects();
   render();
 }
@@ -261,10 +300,10 @@ window.addEventListener("mouseup", (e) => {
 });
 
 const KEYS = {
-  Tab: cycle, Enter: () => accept().catch(fail), Escape: clearPrompt,
+  Tab: cycle, Enter: () => accept().catch(failOn(S.view)), Escape: clearPrompt,
   z: undo, Z: redo, y: redo, Y: redo,
   n: () => openImage(S.index + 1).catch(fail), p: () => openImage(S.index - 1).catch(fail),
-  e: () => everything().catch(fail),
+  e: () => everything().catch(failOn(S.view)),
   h: () => { S.hideAll = !S.hideAll; render(); },
   l: () => $("label").select(),
 };
@@ -282,10 +321,10 @@ const actions = {
   openImage: (i) => openImage(i).catch(fail),
   select: (i) => { S.selected = i; render(); },
   toggleHidden: (id) => { S.hidden.has(id) ? S.hidden.delete(id) : S.hidden.add(id); render(); },
-  remove: (id) => api.deleteAnnotation(S.info.id, id).then(loadObjects).then(render).catch(fail),
-  rename: (id, label) => api.relabel(S.info.id, id, label).then(loadObjects).then(render).catch(fail),
+  remove: (id) => api.deleteAnnotation(S.info.id, id).then(loadObjects).then(render).catch(failOn(S.view)),
+  rename: (id, label) => api.relabel(S.info.id, id, label).then(loadObjects).then(render).catch(failOn(S.view)),
   focus: (i) => { S.focus = i; draw(); },
-  acceptProposals: (idx) => acceptProposals(idx).catch(fail),
+  acceptProposals: (idx) => acceptProposals(idx).catch(failOn(S.view)),
   discardProposals,
 };
 
@@ -311,6 +350,7 @@ $("export-btn").onclick = async () => {
 };
 window.addEventListener("resize", () => { fitCanvas(); render(); });
 
-// For tests and the curious: the state, and the pixel count of the mask on screen.
-window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0) };
+// For tests and the curious: the state, the pixel count of the mask on screen, and the API
+// calls not answered yet (at 0, every answer has been handled up to the call it led to).
+window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0), inFlight };
 loadImages().catch(fail);
