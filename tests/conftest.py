@@ -4,6 +4,9 @@ other)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,6 +149,37 @@ def _forward_backward(sam: torch.nn.Module) -> None:
     unused = {"prompt_encoder.not_a_point_embed.weight", "prompt_encoder.no_mask_embed.weight"}
     unused |= {n for n in no_grad if n.startswith("mask_decoder.output_hypernetworks_mlps.0.")}
     assert no_grad == unused
+
+
+def _named_pipes(folder: Path, names: list[str]) -> list[Path]:
+    """Named pipes folder/NAME: a command that opens one waits there until a writer comes
+    (none does), so a test knows where a run is once the outputs before them exist."""
+    pipes = [folder / name for name in names]
+    for pipe in pipes:
+        pipe.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(pipe)
+    return pipes
+
+
+def _wait_until(done: Callable[[], bool], proc: subprocess.Popen[Any], log: Path) -> None:
+    """Poll until `done()`; fail if the process ends first. The limit only guards a hang."""
+    for _ in range(6000):
+        if done():
+            return
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the command never reached the point the test waits for")
+
+
+@pytest.fixture(scope="session")
+def named_pipes() -> Callable[[Path, list[str]], list[Path]]:
+    return _named_pipes
+
+
+@pytest.fixture(scope="session")
+def wait_until() -> Callable[[Callable[[], bool], subprocess.Popen[Any], Path], None]:
+    return _wait_until
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -94,30 +93,25 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path: Path, make_images: Any)
     assert not (tmp_path / "out" / "a" / "broken.json").exists()
 
 
-def test_resume_after_kill(tmp_path: Path, make_images: Any) -> None:
+def test_resume_after_kill(
+    tmp_path: Path, make_images: Any, named_pipes: Any, wait_until: Any
+) -> None:
     # The kill lands at a known point. The last two inputs in the run's (sorted) order are
     # named pipes, whose reader waits until a writer comes: the run writes every image's
     # output, then waits on the first pipe and is killed there. It can neither finish before
     # the kill nor write anything after it. For the resume, images replace the pipes.
     paths = make_images(tmp_path / "in", 6)
-    pipes = [tmp_path / "in" / "c" / f"img{i}.png" for i in (6, 7)]
-    pipes[0].parent.mkdir()
-    for pipe in pipes:
-        os.mkfifo(pipe)
+    pipes = named_pipes(tmp_path / "in" / "c", ["img6.png", "img7.png"])
     out = tmp_path / "out"
     done_first = {p.relative_to(tmp_path / "in").with_suffix(".json") for p in paths}
     cmd = [sys.executable, "-m", "samkit.cli", "amg", str(tmp_path / "in"), "--out", str(out)]
     cmd += FAST
     with open(tmp_path / "stderr.txt", "w") as stderr:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        for _ in range(6000):  # a guard against a hang (5 min), not a speed check
-            if all((out / p).exists() for p in done_first):  # outputs are renamed into place
-                break
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-            time.sleep(0.05)
-        else:
-            pytest.fail("the run never wrote the outputs of its first 6 images")
+    try:  # outputs are renamed into place: once all exist, the run waits on the first pipe
+        wait_until(
+            lambda: all((out / p).exists() for p in done_first), proc, tmp_path / "stderr.txt"
+        )
     finally:
         proc.kill()
         proc.wait()

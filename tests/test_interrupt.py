@@ -18,8 +18,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,31 +36,12 @@ def start(args: list[str], log: Path, **popen: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=ENV, **popen)
 
 
-def wait_for(done: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll until `done()`; fail if the process ends first. The limit only guards a hang."""
-    for _ in range(6000):
-        if done():
-            return
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail("the command never reached the point to interrupt it at")
-
-
 def finish(proc: subprocess.Popen[bytes], log: Path) -> tuple[int, str]:
     """Wait for the interrupted command; its exit code and output, which has no traceback."""
     code = proc.wait(timeout=300)
     text = log.read_text()
     assert "Traceback" not in text, text
     return code, text
-
-
-def with_pipes(folder: Path, names: list[str]) -> list[Path]:
-    pipes = [folder / name for name in names]
-    for pipe in pipes:
-        pipe.parent.mkdir(parents=True, exist_ok=True)
-        os.mkfifo(pipe)
-    return pipes
 
 
 def assert_whole(out: Path, pattern: str, expected: set[Path]) -> None:
@@ -101,16 +80,16 @@ def test_stop_on_signal_sets_a_flag_then_a_second_signal_raises(
 
 # -- the commands, as subprocesses -----------------------------------------------------------
 def test_amg_sigint_keeps_whole_outputs_and_the_rerun_resumes(
-    tmp_path: Path, make_images: Any
+    tmp_path: Path, make_images: Any, wait_until: Any, named_pipes: Any
 ) -> None:
     paths = make_images(tmp_path / "in", 6)
-    pipes = with_pipes(tmp_path / "in" / "c", ["img6.png", "img7.png"])
+    pipes = named_pipes(tmp_path / "in" / "c", ["img6.png", "img7.png"])
     out, log = tmp_path / "out", tmp_path / "log.txt"
     done = {p.relative_to(tmp_path / "in").with_suffix(".json") for p in paths}
     cmd = [sys.executable, "-m", "samkit.cli", "amg", str(tmp_path / "in"), "--out", str(out)]
     cmd += [*FAST, "--format", "sa1b"]
     proc = start(cmd, log)
-    wait_for(lambda: all((out / p).exists() for p in done), proc, log)
+    wait_until(lambda: all((out / p).exists() for p in done), proc, log)
     proc.send_signal(signal.SIGINT)
     code, text = finish(proc, log)
     assert code == 130
@@ -130,16 +109,16 @@ def test_amg_sigint_keeps_whole_outputs_and_the_rerun_resumes(
 
 
 def test_deid_sigterm_keeps_whole_outputs_and_the_rerun_resumes(
-    tmp_path: Path, make_images: Any
+    tmp_path: Path, make_images: Any, wait_until: Any, named_pipes: Any
 ) -> None:
     paths = make_images(tmp_path / "in", 3)
-    (pipe,) = with_pipes(tmp_path / "in" / "c", ["img3.png"])
+    (pipe,) = named_pipes(tmp_path / "in" / "c", ["img3.png"])
     out, log = tmp_path / "out", tmp_path / "log.txt"
     done = {p.relative_to(tmp_path / "in").with_suffix(".deid.json") for p in paths}
     cmd = [sys.executable, "-m", "samkit.cli", "deid", str(tmp_path / "in"), "--out", str(out)]
     cmd += ["--no-progress"]
     proc = start(cmd, log)
-    wait_for(lambda: all((out / p).exists() for p in done), proc, log)
+    wait_until(lambda: all((out / p).exists() for p in done), proc, log)
     proc.send_signal(signal.SIGTERM)
     code, text = finish(proc, log)
     assert code == 143
@@ -163,7 +142,9 @@ def blocked_opening_a_pipe(pid: int) -> bool:
     return wchan.read_text().strip() == "wait_for_partner"
 
 
-def test_eval_sigint_midway_writes_nothing(tmp_path: Path, write_sa1b_scenes: Any) -> None:
+def test_eval_sigint_midway_writes_nothing(
+    tmp_path: Path, write_sa1b_scenes: Any, wait_until: Any
+) -> None:
     data = write_sa1b_scenes(tmp_path / "data", seed=4, n=4, size=64)
     (data / "sa_3.png").unlink()
     os.mkfifo(data / "sa_3.png")  # the 4th scene's image: the eval waits there
@@ -171,7 +152,7 @@ def test_eval_sigint_midway_writes_nothing(tmp_path: Path, write_sa1b_scenes: An
     cmd = [sys.executable, "-m", "samkit.cli", "eval", "--model", "samkit_tiny"]
     cmd += ["--sa1b", str(data), "--clicks", "1,2", "--out", str(out)]
     proc = start(cmd, log)
-    wait_for(lambda: blocked_opening_a_pipe(proc.pid), proc, log)
+    wait_until(lambda: blocked_opening_a_pipe(proc.pid), proc, log)
     proc.send_signal(signal.SIGINT)
     code, text = finish(proc, log)
     assert code == 130
@@ -182,7 +163,9 @@ def test_eval_sigint_midway_writes_nothing(tmp_path: Path, write_sa1b_scenes: An
     assert not out.exists()
 
 
-def test_train_sigterm_saves_a_checkpoint_and_resume_goes_on(tmp_path: Path) -> None:
+def test_train_sigterm_saves_a_checkpoint_and_resume_goes_on(
+    tmp_path: Path, wait_until: Any
+) -> None:
     config = tmp_path / "tiny.json"
     config.write_text(
         json.dumps(
@@ -205,7 +188,7 @@ def test_train_sigterm_saves_a_checkpoint_and_resume_goes_on(tmp_path: Path) -> 
     cmd += ["--device", "cpu", "--threads", "1", "--log-every", "1"]
     cmd += ["--checkpoint-minutes", "0.0001"]  # about every step
     proc = start(cmd, log)
-    wait_for(lambda: (run / "checkpoints" / "latest.json").exists(), proc, log)
+    wait_until(lambda: (run / "checkpoints" / "latest.json").exists(), proc, log)
     proc.send_signal(signal.SIGTERM)
     code, text = finish(proc, log)
     assert code == 143
@@ -230,7 +213,7 @@ def test_train_sigterm_saves_a_checkpoint_and_resume_goes_on(tmp_path: Path) -> 
 
 
 def test_finetune_sigint_stops_after_a_checkpoint_and_measures_nothing(
-    tmp_path: Path, write_sa1b_scenes: Any
+    tmp_path: Path, write_sa1b_scenes: Any, wait_until: Any
 ) -> None:
     data = write_sa1b_scenes(tmp_path / "data", seed=4, n=3, size=64)
     run, log = tmp_path / "run", tmp_path / "log.txt"
@@ -238,7 +221,7 @@ def test_finetune_sigint_stops_after_a_checkpoint_and_measures_nothing(
     cmd += ["--sa1b", str(data), "--out", str(run), "--steps", "1000000", "--freeze-encoder"]
     cmd += ["--threads", "1", "--device", "cpu"]
     proc = start(cmd, log)
-    wait_for(lambda: (run / "log.jsonl").is_file(), proc, log)  # training has begun
+    wait_until(lambda: (run / "log.jsonl").is_file(), proc, log)  # training has begun
     proc.send_signal(signal.SIGINT)
     code, text = finish(proc, log)
     assert code == 130
@@ -254,17 +237,17 @@ def test_finetune_sigint_stops_after_a_checkpoint_and_measures_nothing(
 
 
 def test_engine_ctrl_c_shuts_ray_down_and_the_rerun_resumes(
-    tmp_path: Path, make_images: Any
+    tmp_path: Path, make_images: Any, wait_until: Any, named_pipes: Any
 ) -> None:
     pytest.importorskip("ray")
     paths = make_images(tmp_path / "in", 4)
-    pipes = with_pipes(tmp_path / "in" / "c", ["img4.png", "img5.png"])
+    pipes = named_pipes(tmp_path / "in" / "c", ["img4.png", "img5.png"])
     out, log = tmp_path / "out", tmp_path / "log.txt"
     done = {p.relative_to(tmp_path / "in").with_suffix(".json") for p in paths}
     cmd = [sys.executable, "-m", "samkit.cli", "engine", str(tmp_path / "in"), "--out", str(out)]
     cmd += [*FAST, "--concurrency", "1"]
     proc = start(cmd, log, start_new_session=True)
-    wait_for(lambda: all((out / p).exists() for p in done), proc, log)
+    wait_until(lambda: all((out / p).exists() for p in done), proc, log)
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C: the driver and the Ray it started
     code, text = finish(proc, log)
     assert code == 130

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +70,15 @@ def test_equal_to_amg_and_corrupt_image_recorded(tmp_path: Path, make_images: An
     assert manifest["missing"] == 0
 
 
-def test_kill_midway_and_resume(tmp_path: Path, make_images: Any) -> None:
+def test_kill_midway_and_resume(
+    tmp_path: Path, make_images: Any, named_pipes: Any, wait_until: Any
+) -> None:
     # The kill lands at a known point, as in test_amg_cli.py: the last two inputs are named
     # pipes, whose reader (the one actor, which takes the images in order) waits until a
     # writer comes. Once every image's output exists the run can only wait, so the kill finds
     # it there; a Ray worker that outlives the kill waits on a pipe that no one will open.
     paths = make_images(tmp_path / "in", 6, size=(96, 128))
-    pipes = [tmp_path / "in" / "c" / f"img{i}.png" for i in (6, 7)]
-    pipes[0].parent.mkdir()
-    for pipe in pipes:
-        os.mkfifo(pipe)
+    pipes = named_pipes(tmp_path / "in" / "c", ["img6.png", "img7.png"])
     out = tmp_path / "out"
     done_first = {p.relative_to(tmp_path / "in").with_suffix(".json") for p in paths}
     cmd = [sys.executable, "-m", "samkit.cli", "engine", str(tmp_path / "in"), "--out", str(out)]
@@ -89,14 +87,10 @@ def test_kill_midway_and_resume(tmp_path: Path, make_images: Any) -> None:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=ENV, start_new_session=True
         )
-    try:
-        for _ in range(6000):  # a guard against a hang (5 min), not a speed check
-            if all((out / p).exists() for p in done_first):  # outputs are renamed into place
-                break
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-            time.sleep(0.05)
-        else:
-            pytest.fail("the engine never wrote the outputs of its first 6 images")
+    try:  # outputs are renamed into place: once all exist, the run waits on the first pipe
+        wait_until(
+            lambda: all((out / p).exists() for p in done_first), proc, tmp_path / "stderr.txt"
+        )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, all at once
         proc.wait()
