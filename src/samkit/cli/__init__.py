@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..interrupt import Interrupted, raise_on_signal
-from . import amg, engine, evaluate, export, finetune, info, segment, serve, weights
+from . import amg, boxes, engine, evaluate, export, finetune, info, segment, serve, weights
 from .arguments import Parser
 
 EXAMPLES = """\
@@ -82,6 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"samkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (segment, amg, evaluate, finetune, export, engine, weights, serve, info):
+    for group in (segment, amg, evaluate, boxes, finetune, export, engine, weights, serve, info):
         group.add(sub)
     return parser
