@@ -472,3 +472,20 @@ def test_yolo_writer_checks_classes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="image is"):
         write_yolo(tmp_path / "x.txt", records(), H + 1, W)
     assert not list(tmp_path.iterdir())
+
+
+def test_yolo_writer_reports_what_it_cannot_write(tmp_path: Path) -> None:
+    line = np.zeros((H, W), dtype=bool)
+    line[5:30, 20] = True  # 1 pixel wide: no outline of 3 vertices
+    two = rect(2, 10, 2, 10) | rect(20, 30, 30, 45)  # two parts: one line each
+    path = tmp_path / "labels.txt"
+    got = write_yolo(
+        path, [record(m, i) for i, m in enumerate([line, two, masks()[3]])], H, W, [4, 7, 1]
+    )
+    assert [(i, "YOLO-seg cannot hold it" in why) for i, why in got] == [(0, True), (2, False)]
+    assert "empty" in got[1][1]
+    entries = read_yolo(path, H, W)
+    assert [c for c, _ in entries] == [7, 7]
+    parts = yolo_masks(entries, H, W)
+    assert not (parts[0] & parts[1]).any()
+    np.testing.assert_array_equal(parts[0] | parts[1], two)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,11 @@ def test_info_page_and_openapi(client: TestClient) -> None:
         assert client.get(f"/static/{name}").status_code == 200
     schema = client.get("/openapi.json").json()
     assert "/api/images/{image_id}/predict" in schema["paths"] and "/api/export" in schema["paths"]
-    (scheme,) = schema["components"]["securitySchemes"].values()  # /docs can send the header
+    (scheme,) = schema["components"]["securitySchemes"].values()  # a viewer can send the header
     assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-Samkit"}
+    # FastAPI's /docs and /redoc load Swagger/ReDoc from a CDN: blank offline, so they are off.
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert client.get(path).status_code == 404, path
 
 
 def test_images_are_listed_with_opaque_ids(client: TestClient) -> None:
@@ -264,21 +268,32 @@ def png_bytes(h: int, w: int) -> bytes:
     return buf.getvalue()
 
 
-def test_upload_names_files_by_content(client: TestClient, folder: Path) -> None:
+def test_uploads_keep_a_safe_file_name(client: TestClient, folder: Path) -> None:
     data = png_bytes(20, 30)
     r = client.post("/api/images", files={"file": ("../../evil.png", data, "image/png")})
     assert r.status_code == 201, r.text
     (up,) = r.json()
-    assert up["file_name"].startswith("upload-") and (up["width"], up["height"]) == (30, 20)
+    assert re.fullmatch(r"evil-[0-9a-f]{16}\.png", up["file_name"]), up["file_name"]
+    assert (up["width"], up["height"]) == (30, 20)
     assert (folder / up["file_name"]).read_bytes() == data
     assert not (folder.parent / "evil.png").exists()
-    (again,) = client.post("/api/images", files={"file": ("other.png", data)}).json()
-    assert again["id"] == up["id"]
+    (again,) = client.post("/api/images", files={"file": ("evil.png", data)}).json()
+    assert again["id"] == up["id"]  # the same file under the same name: one image
     assert up["id"] in ids(client).values()
+    other = png_bytes(21, 30)  # another file of the same name: its own image
+    (second,) = client.post("/api/images", files={"file": ("evil.png", other)}).json()
+    assert second["file_name"].startswith("evil-") and second["id"] != up["id"]
+    for sent, kept in [
+        ("C:\\Users\\me\\cat photo (1).JPG", "cat_photo_1_-"),
+        (".hidden.png", "hidden-"),
+        ("../..", "upload-"),
+    ]:
+        (stored,) = client.post("/api/images", files={"file": (sent, png_bytes(9, 9))}).json()
+        assert stored["file_name"].startswith(kept) and "/" not in stored["file_name"], sent
     gif = io.BytesIO()
     Image.new("P", (8, 8)).save(gif, format="GIF")  # kept re-encoded as PNG
     (stored,) = client.post("/api/images", files={"file": ("x.gif", gif.getvalue())}).json()
-    assert stored["file_name"].endswith(".png")
+    assert re.fullmatch(r"x-[0-9a-f]{16}\.png", stored["file_name"])
 
 
 def test_upload_limits(folder: Path, tiny_sam: Sam) -> None:
@@ -381,6 +396,52 @@ def test_export_sa1b_png_yolo(client: TestClient, folder: Path) -> None:
         client.delete(f"{url}/{ann['id']}")
     client.post("/api/export", json={"format": "png"})
     assert not (root / "png" / "a").exists() and (root / "png" / "sub" / "b").is_dir()
+
+
+def test_export_lists_what_it_could_not_write(client: TestClient, folder: Path) -> None:
+    images = annotate_both(client)
+    a = f"/api/images/{images['a.png']}/annotations"
+    line = np.zeros((120, 160), dtype=bool)
+    line[10:100, 130] = True  # 1 pixel wide: YOLO-seg has no polygon for it
+    two = np.zeros((120, 160), dtype=bool)
+    two[95:110, 5:20] = two[95:110, 130:150] = True  # two parts: two YOLO lines, one class
+    thin = client.post(a, json={"label": "pole", "segmentation": encode_coco_rle(line)}).json()
+    client.post(a, json={"label": "bird", "segmentation": encode_coco_rle(two)})
+
+    out = client.post("/api/export", json={"format": "yolo"}).json()
+    assert out["images"] == 2 and out["annotations"] == 4
+    [skip] = out["skipped"]
+    assert (skip["file_name"], skip["annotation"]) == ("a.png", thin["id"])
+    assert "YOLO-seg cannot hold it" in skip["reason"]
+    entries = read_yolo(folder / out["folder"] / "labels" / "a.txt", 120, 160)
+    assert [cls for cls, _ in entries] == [1, 0, 0, 0]  # car, bird, then bird's two parts
+    z = client.get("/api/export/yolo.zip")
+    assert z.headers["x-samkit-skipped"] == "1"
+    coco = client.post("/api/export", json={"format": "coco"}).json()
+    assert coco["annotations"] == 5 and coco["skipped"] == []
+
+    # The image under an annotation replaced by one of another size: every format says so.
+    Image.new("RGB", (30, 20)).save(folder / "sub" / "b.jpg")
+    for fmt in ("coco", "sa1b", "png", "yolo"):
+        out = client.post("/api/export", json={"format": fmt}).json()
+        assert out["images"] == 1, fmt
+        assert any(
+            k["file_name"] == "sub/b.jpg"
+            and "90x70 (HxW) but the image is now 20x30" in k["reason"]
+            for k in out["skipped"]
+        ), out["skipped"]
+
+
+def test_a_restart_removes_the_temporaries_of_a_killed_export(folder: Path, tiny_sam: Sam) -> None:
+    root = folder / ".samkit" / "export"
+    for stale in (".coco.x1y2.tmp", ".png.old.tmp"):  # building; being swapped out
+        (root / stale / "sub").mkdir(parents=True)
+        (root / stale / "sub" / "0.png").write_bytes(b"half")
+    (root / "coco").mkdir()
+    (root / "coco" / "annotations.json").write_text("{}")  # the last export, whole
+    create_app(folder, tiny_sam)
+    assert sorted(p.name for p in root.iterdir()) == ["coco"]
+    assert (root / "coco" / "annotations.json").read_text() == "{}"
 
 
 def test_segment_everything_defaults_are_the_generators() -> None:

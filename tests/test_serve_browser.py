@@ -27,7 +27,7 @@ from PIL import Image
 from samkit import load
 from samkit.build import build_samkit_tiny, seeded_init_
 from samkit.io import annotation_to_mask, read_coco
-from samkit.rle import decode_coco_rle
+from samkit.rle import decode_coco_rle, encode_coco_rle
 from samkit.serve import background, create_app
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -178,8 +178,12 @@ def annotate_and_export(session: dict[str, Any], screenshot: Path) -> dict[str, 
     label.send_keys("red box")
     label.send_keys(Keys.ENTER)  # Enter in the label field accepts
     wait_for(driver, f"{state}.objects.length === 1 && {state}.result === null")
+    status = driver.find_element(By.ID, "status").text  # the label carried over is said
+    assert status == 'saved #1 as "red box"; the next object gets this label too (L to change it)'
     driver.find_element(By.ID, "export-btn").click()
     wait_for(driver, "document.body.dataset.exported === 'coco'")
+    result = driver.find_element(By.ID, "export-result").text
+    assert result == "exported 1 object(s) of 1 image(s) to .samkit/export/coco/"
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(screenshot))
     return {"shown": shown, "point": (x, y), "client": client, "image_id": image_id}
@@ -263,9 +267,78 @@ def test_segment_everything_objects_and_navigation(session: dict[str, Any]) -> N
         "class"
     )
     driver.find_element(By.CSS_SELECTOR, "#objects li button[title='delete this object']").click()
+    driver.switch_to.alert.accept()  # "Delete object #n (label)?"
     wait_for(driver, f"{state}.objects.length === {len(expected) - 2}")
     left = client.get(f"/api/images/{image_id}/annotations").json()
     assert [a["id"] for a in left] == [a["id"] for a in saved[1:]]
+
+
+def test_page_keeps_its_place_and_says_what_it_does(session: dict[str, Any]) -> None:
+    """Issue 27: the ends of the image list say so, a reload keeps the image and the hidden
+    objects, deleting asks first, discarded proposals leave the status line, IoU <= 1."""
+    from fastapi.testclient import TestClient
+    from selenium.webdriver.common.by import By
+
+    driver, state = session["driver"], "window.samkit.state"
+    ready = "document.body.dataset.state === 'ready'"
+    Image.fromarray(scene()[::-1]).save(session["folder"] / "second.png")
+    client = TestClient(session["app"], base_url="http://127.0.0.1", headers={"X-Samkit": "1"})
+    second = {im["file_name"]: im["id"] for im in client.get("/api/images").json()}["second.png"]
+    url = f"/api/images/{second}/annotations"
+    for y0, label in [(10, "cat"), (60, "dog")]:
+        mask = np.zeros((240, 320), dtype=bool)
+        mask[y0 : y0 + 30, 20:60] = True
+        body = {"label": label, "segmentation": encode_coco_rle(mask)}
+        assert client.post(url, json=body).status_code == 201
+    cat, dog = (a["id"] for a in client.get(url).json())
+    status = lambda: driver.find_element(By.ID, "status").text  # noqa: E731
+
+    driver.get(session["url"] + "/")
+    wait_for(driver, ready)
+    keys(driver, "p")
+    assert status() == "first image (1/2): there is no previous one"
+    keys(driver, "n")
+    wait_for(driver, f"{state}.index === 1 && {state}.objects.length === 2 && {ready}")
+    keys(driver, "n")
+    assert status() == "last image (2/2): there is no next one"
+    assert driver.execute_script(f"return {state}.index") == 1
+
+    driver.find_element(By.XPATH, "//ul[@id='objects']/li[1]/button[text()='hide']").click()
+    wait_for(driver, f"{state}.hidden.has({cat})")
+    driver.refresh()  # the same image, the same objects hidden
+    wait_for(driver, f"{state}.objects.length === 2 && {ready}")
+    assert driver.execute_script(f"return [{state}.index, [...{state}.hidden]]") == [1, [cat]]
+    first = driver.find_element(By.CSS_SELECTOR, "#objects li")
+    assert "hidden-object" in first.get_attribute("class")
+
+    delete = "#objects li button[title='delete this object']"
+    driver.find_element(By.CSS_SELECTOR, delete).click()
+    alert = driver.switch_to.alert
+    assert alert.text == "Delete object #1 (cat)?"
+    alert.dismiss()  # nothing deleted
+    assert [a["id"] for a in client.get(url).json()] == [cat, dog]
+    driver.find_element(By.CSS_SELECTOR, delete).click()
+    driver.switch_to.alert.accept()
+    wait_for(driver, f"{state}.objects.length === 1")
+    assert [a["id"] for a in client.get(url).json()] == [dog]
+
+    driver.find_element(By.CSS_SELECTOR, "#amg-settings summary").click()  # unfold
+    for name, value in [("amg-points", 4), ("amg-iou", 0), ("amg-stability", 0), ("amg-nms", 1)]:
+        field = driver.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(str(value))
+    driver.find_element(By.ID, "everything").click()
+    wait_for(driver, f"{state}.proposals.length > 0 && {ready}")
+    assert "proposals in" in status()
+    driver.find_element(By.ID, "discard-all").click()
+    wait_for(driver, f"{state}.proposals.length === 0")
+    assert status() == "no proposals left"
+
+    shown = driver.execute_async_script(
+        "const done = arguments[0];"
+        "import('/static/panels.js').then((m) => done([m.iou(1.0204, 3), m.iou(-0.02, 2)]));"
+    )
+    assert shown == ["IoU 1.000", "IoU 0.00"]  # the model's 1.0204 is shown as 1.000
 
 
 class Gate:

@@ -51,6 +51,40 @@ def test_concurrent_predictions_on_two_images(image_folder: Path, tiny_sam: Sam)
         assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
 
 
+def test_a_click_is_answered_before_queued_segment_everything(
+    image_folder: Path, tiny_sam: Sam
+) -> None:
+    """45 "segment everything" requests wait on the one running (held here by its lock);
+    a predict sent after them is answered first, and they all complete after it."""
+    app = create_app(image_folder, tiny_sam)
+    engine = app.state.engine
+    done: list[str] = []  # completion order
+    page = {"X-Samkit": "1"}
+    with background(app) as url, httpx.Client(base_url=url, timeout=120, headers=page) as client:
+        image = client.get("/api/images").json()[0]["id"]
+        client.post(f"/api/images/{image}/embed").raise_for_status()
+
+        def everything(_: int) -> int:
+            r = client.post(f"/api/images/{image}/everything", json={"points_per_side": 2})
+            done.append("everything")
+            return r.status_code
+
+        with ThreadPoolExecutor(45) as pool:
+            engine._amg_lock.acquire()  # the first job runs and waits here; the rest queue
+            try:
+                codes = pool.map(everything, range(45))
+                with engine.amg_changed:
+                    assert engine.amg_changed.wait_for(lambda: engine.amg_jobs == 45, 120)
+                body = {"points": [[30, 40]], "labels": [1]}
+                predicted = client.post(f"/api/images/{image}/predict", json=body)
+                done.append("predict")
+            finally:
+                engine._amg_lock.release()
+            assert list(codes) == [200] * 45
+    assert predicted.status_code == 200, predicted.text
+    assert done == ["predict"] + ["everything"] * 45
+
+
 def test_body_limit_over_the_socket(image_folder: Path, tiny_sam: Sam) -> None:
     app = create_app(image_folder, tiny_sam, max_body_bytes=1000)
     with background(app) as url:

@@ -17,7 +17,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="interactive web annotator and HTTP API over a folder of images",
-        description="Serve the annotator page and its JSON API (OpenAPI schema at /docs). "
+        description="Serve the annotator page and its JSON API (OpenAPI schema at /openapi.json). "
         "Annotations are autosaved in FOLDER/.samkit/; exports go to FOLDER/.samkit/export/.",
         epilog="examples:\n  samkit serve photos/ --model vit_b\n"
         "  samkit serve photos/ --model samkit_tiny --port 8080 --host 0.0.0.0",
@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         cache_bytes=args.cache_mb << 20,
         allowed_hosts=[args.host, *args.allow_host],
     )
-    print(f"samkit annotator: http://{args.host}:{args.port}/  (API docs at /docs)")
+    print(f"samkit annotator: http://{args.host}:{args.port}/  (API schema at /openapi.json)")
     run(app, host=args.host, port=args.port)
     return 0
 

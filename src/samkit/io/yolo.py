@@ -3,9 +3,11 @@
 One line per polygon: `class x1 y1 x2 y2 ...`, the class an int and the (X, Y) vertices
 divided by the image width and height, so in [0, 1], with 6 decimals. Vertices are pixel
 centres, as OpenCV's contours give them and as Ultralytics rasterises them (`cv2.fillPoly`).
-A record whose mask has several parts gives several lines. The format has no holes: only
-each part's outer ring is written (a ring-shaped mask comes back filled in). Pieces of 1 or
-2 pixels and empty masks give no line.
+The format has one polygon per line, so a record whose mask has several parts gives several
+lines, one per part, with the same class. The format has no holes: only each part's outer
+ring is written (a ring-shaped mask comes back filled in). Parts without an outline of 3 or
+more vertices (1-pixel-wide lines, pieces of 1 or 2 pixels) and empty masks give no line;
+`write_yolo` returns the records that gave none, with the reason.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ def write_yolo(
     class_id: int | Sequence[int] = 0,
     *,
     tolerance: float = 0.0,
-) -> None:
+) -> list[tuple[int, str]]:
     """Write the records' outlines as a YOLO-seg label file, atomically.
 
     `class_id` is one class for every record or one per record. `tolerance` (pixels) is
     passed to `mask_to_polygons` to simplify outlines; 0 keeps every vertex.
+    Returns (record index, reason) for each record that gave no line, in record order.
     """
     if h <= 0 or w <= 0:
         raise ValueError(f"h and w must be positive; got {h}x{w}")
@@ -44,17 +47,32 @@ def write_yolo(
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
         raise ValueError(f"class ids must be non-negative ints; got {classes}")
     scale = np.array([w, h], dtype=np.float64)
-    lines = []
+    lines: list[str] = []
+    skipped: list[tuple[int, str]] = []
     for i, (record, cls) in enumerate(zip(records, classes, strict=True)):
         mask = record_mask(record, f"write_yolo: record {i}", (h, w))
+        written = len(lines)
         for poly in mask_to_polygons(mask, tolerance=tolerance):
             ring = np.asarray(poly.exterior, dtype=np.float64).reshape(-1, 2)
             if len(ring) < 3:
                 continue
             xy = np.clip(ring / scale, 0.0, 1.0).reshape(-1)
             lines.append(" ".join([str(cls), *(f"{v:.6f}" for v in xy)]))
+        if len(lines) == written:
+            area = int(np.count_nonzero(mask))
+            skipped.append((i, _no_outline(area)))
     with atomic_path(path) as tmp:
         tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return skipped
+
+
+def _no_outline(area: int) -> str:
+    if area == 0:
+        return "the mask is empty"
+    return (
+        f"no part of the mask ({area} px) has an outline of 3 or more vertices (1-pixel-wide "
+        "lines and pieces of 1 or 2 pixels): YOLO-seg cannot hold it; export COCO, SA-1B or PNG"
+    )
 
 
 def read_yolo(path: str | os.PathLike[str], h: int, w: int) -> list[tuple[int, np.ndarray]]:

@@ -1,6 +1,6 @@
 """The HTTP API and the annotator page. Thin: parse, call `Project`/`Engine`, format.
 
-Endpoints (all JSON unless said; the OpenAPI schema is at /openapi.json, docs at /docs):
+Endpoints (all JSON unless said; the OpenAPI schema is at /openapi.json):
     GET    /                                  the annotator page (static files under /static)
     GET    /api/info                          model, limits, export formats
     GET    /api/images                        images of the folder, with annotation counts
@@ -22,11 +22,13 @@ this server, an Origin must be its own, and POST/PATCH/DELETE carry the header `
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..io import DEFAULT_MAX_PIXELS
 from ..modeling import Sam
 from ..rle import mask_to_rle
 from .engine import Engine
-from .export import FORMATS, export_project
+from .export import FORMATS, export_project, remove_stale_temporaries
 from .guard import HEADER, RequestGuard, allowed_names
 from .limits import BodyLimit
 from .project import NotFound, Project
@@ -87,14 +90,26 @@ def create_app(
             f"and {upload_bytes}"
         )
     project = Project(folder, max_pixels=max_pixels)
+    remove_stale_temporaries(project.state_dir / "export")  # of an export a kill cut short
     engine = Engine(model, cache_bytes=cache_bytes)
-    # The header as an API key in the OpenAPI schema, so that /docs ("Authorize", value 1)
-    # sends it; `RequestGuard` is what requires it.
+    # The header as an API key in the OpenAPI schema, so that a viewer of the schema (Swagger
+    # UI: "Authorize", value 1) sends it; `RequestGuard` is what requires it.
     write_header = APIKeyHeader(
         name=HEADER, auto_error=False, description="1, on every POST, PATCH and DELETE"
     )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(engine.close)  # lets a running "segment everything" finish
+
     app = FastAPI(
         title="samkit annotator",
+        lifespan=lifespan,
+        # FastAPI's /docs and /redoc load their scripts from a CDN (blank offline, and a
+        # third party's code on the page that may write): off. /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
         version=__version__,
         description="Segment Anything over HTTP: embed once, then prompt for masks.",
         dependencies=[Security(write_header)],
@@ -169,7 +184,7 @@ def create_app(
                 f"{upload_bytes:,} bytes in all; got {len(file)} images, {total:,} bytes: "
                 "send fewer or smaller images per request",
             )
-        entries = project.add_uploads([f.file.read() for f in file])
+        entries = project.add_uploads([f.file.read() for f in file], [f.filename for f in file])
         return [describe(entry.id) for entry in entries]
 
     @app.get("/api/images/{image_id}")
@@ -218,13 +233,15 @@ def create_app(
         return {"token": pred.token, "masks": masks, "best": best, "model_ms": pred.seconds * 1e3}
 
     @app.post("/api/images/{image_id}/everything")
-    def everything(image_id: str, body: EverythingRequest) -> dict[str, Any]:
+    async def everything(image_id: str, body: EverythingRequest) -> dict[str, Any]:
+        # Async: the request waits for the engine's AMG queue without holding one of the
+        # request threads that predicts run on (clicks come first).
         options = body.model_dump()
         max_masks = options.pop("max_masks")
         start = time.perf_counter()
-        records = engine.everything(
-            project.revision(image_id), lambda: project.load(image_id), **options
-        )
+        revision = await run_in_threadpool(project.revision, image_id)
+        job = engine.submit_everything(revision, lambda: project.load(image_id), **options)
+        records = await asyncio.wrap_future(job)
         records.sort(key=lambda r: -r["predicted_iou"])
         keys = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords")
         masks = [{k: r[k] for k in keys} for r in records[:max_masks]]
@@ -258,6 +275,10 @@ def create_app(
             "images": summary.images,
             "annotations": summary.annotations,
             "labels": summary.labels,
+            "skipped": [
+                {"file_name": k.file_name, "annotation": k.annotation, "reason": k.reason}
+                for k in summary.skipped
+            ],
         }
 
     @app.get("/api/export/{fmt}.zip", response_class=Response)
@@ -267,12 +288,17 @@ def create_app(
         buf = io.BytesIO()
         # Built in a temporary folder: a GET changes nothing (a link on any web page can send one).
         with tempfile.TemporaryDirectory() as tmp:
-            folder = export_project(project, fmt, Path(tmp) / fmt).folder
+            summary = export_project(project, fmt, Path(tmp) / fmt)
+            folder = summary.folder
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
                 for path in sorted(folder.rglob("*")):
                     if path.is_file():
                         zf.write(path, path.relative_to(folder).as_posix())
-        headers = {"Content-Disposition": f'attachment; filename="samkit-{fmt}.zip"'}
+        headers = {
+            "Content-Disposition": f'attachment; filename="samkit-{fmt}.zip"',
+            # Annotations left out (POST /api/export lists them with the reasons).
+            "X-Samkit-Skipped": str(len(summary.skipped)),
+        }
         return Response(buf.getvalue(), media_type="application/zip", headers=headers)
 
     return app

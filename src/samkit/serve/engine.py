@@ -8,6 +8,10 @@ requests are prompted concurrently without sharing mutable state, and "segment e
 reuses the embedding a click computed. A per-image lock, held only while that image is being
 embedded, makes concurrent first requests on one image compute its embedding once.
 
+Clicks come before "segment everything": `submit_everything` queues automatic mask
+generation on the engine's one AMG thread, so queued AMG requests hold no request thread
+and a predict never waits behind them (it runs beside the one AMG job running, if any).
+
 Mask feedback (SAM's dense prompt): every prediction's low-res logits stay on the server
 under a random token; the next request names `(token, index)` to feed candidate `index`
 back as `mask_input`, as the official notebooks do between clicks. Tokens live in a second
@@ -18,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +122,9 @@ class Engine:
         self._locks: dict[str, _KeyLock] = {}
         self._locks_guard = threading.Lock()
         self._amg_lock = threading.Lock()  # one "segment everything" at a time: it is heavy
+        self._amg_pool: ThreadPoolExecutor | None = None  # started by the first job
+        self.amg_changed = threading.Condition()  # notified when `amg_jobs` changes
+        self.amg_jobs = 0  # AMG jobs submitted and not finished (queued or running)
 
     def embedding_bytes(self, embedding: ImageEmbedding) -> int:
         """The memory that keeping `embedding` costs (the model's weights not counted)."""
@@ -189,6 +198,36 @@ class Engine:
         embedding, _ = self._embedding(key, lambda: image)
         with self._amg_lock:
             return generator.generate(image, embedding=embedding)
+
+    def submit_everything(
+        self, key: str, load: ImageLoader, **options: Any
+    ) -> Future[list[dict[str, Any]]]:
+        """`everything`, queued on the engine's AMG thread (one job at a time, in order).
+
+        The request thread does not wait in the queue (it awaits the future), so queued
+        jobs never hold back `predict`.
+        """
+        with self.amg_changed:
+            if self._amg_pool is None:
+                self._amg_pool = ThreadPoolExecutor(1, thread_name_prefix="samkit-amg")
+            job = functools.partial(self.everything, key, load, **options)
+            future = self._amg_pool.submit(job)
+            self.amg_jobs += 1
+            self.amg_changed.notify_all()
+        future.add_done_callback(self._amg_done)  # runs at once if it is done already
+        return future
+
+    def _amg_done(self, _: Future[list[dict[str, Any]]]) -> None:
+        with self.amg_changed:
+            self.amg_jobs -= 1
+            self.amg_changed.notify_all()
+
+    def close(self) -> None:
+        """Stop the AMG thread once its queued jobs are done."""
+        with self.amg_changed:
+            pool, self._amg_pool = self._amg_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _previous_logits(self, key: str, token: str, index: int) -> np.ndarray:
         item = self.logits.get(token)

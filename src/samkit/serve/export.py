@@ -9,6 +9,10 @@ Layouts (under the export folder, `<folder>/.samkit/export/<format>/` from the s
 - yolo: `labels/<image path without suffix>.txt` and `classes.txt` (class `i` on line `i`).
 Only images with at least one annotation are exported. The folder is built next to its
 target and swapped in, so a reader sees the previous export or the new one, whole.
+
+Nothing is dropped silently: an annotation that cannot be written (its mask no longer fits
+its image, which was replaced by one of another size; in YOLO, a mask with no outline of 3
+or more vertices) is listed in `ExportSummary.skipped` with the reason, and not counted.
 """
 
 from __future__ import annotations
@@ -28,15 +32,26 @@ from ..runner import output_path
 from .project import Project
 
 FORMATS = ("coco", "sa1b", "png", "yolo")
+TMP_SUFFIX = ".tmp"  # of the folders an export builds (and replaces) beside its target
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An annotation the export could not write."""
+
+    file_name: str  # its image, relative to the project folder
+    annotation: int  # its id
+    reason: str
 
 
 @dataclass(frozen=True)
 class ExportSummary:
     format: str
     folder: Path
-    images: int
-    annotations: int
+    images: int  # images with at least one annotation written
+    annotations: int  # annotations written
     labels: list[str]
+    skipped: list[Skipped]
 
 
 def export_project(project: Project, fmt: str, out_dir: str | os.PathLike[str]) -> ExportSummary:
@@ -44,24 +59,53 @@ def export_project(project: Project, fmt: str, out_dir: str | os.PathLike[str]) 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     items = []
+    skipped = []
     for entry in project.images():
-        anns = project.annotations(entry.id)
+        width, height = project.size(entry.id)
+        anns = []
+        for ann in project.annotations(entry.id):
+            size = list(ann["segmentation"]["size"])
+            if size == [height, width]:
+                anns.append(ann)
+            else:
+                reason = (
+                    f"its mask is {size[0]}x{size[1]} (HxW) but the image is now "
+                    f"{height}x{width}: the file was replaced; annotate it again"
+                )
+                skipped.append(Skipped(entry.file_name, ann["id"], reason))
         if anns:
-            width, height = project.size(entry.id)
             items.append((entry.file_name, width, height, anns))
     labels = sorted({a["label"] for *_, anns in items for a in anns})
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=TMP_SUFFIX))
     try:
-        _write(fmt, tmp, items, labels)
+        lost = _write(fmt, tmp, items, labels)
         _swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return ExportSummary(fmt, out, len(items), sum(len(i[3]) for i in items), labels)
+    lost_ids = {(s.file_name, s.annotation) for s in lost}
+    written = [sum((name, a["id"]) not in lost_ids for a in anns) for name, _, _, anns in items]
+    return ExportSummary(
+        fmt, out, sum(n > 0 for n in written), sum(written), labels, skipped + lost
+    )
 
 
-def _write(fmt: str, out: Path, items: list[Any], labels: list[str]) -> None:
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the half-built exports (`.<name>.*.tmp`) a killed export left in `folder`;
+    returns what was removed. Run before serving, when no export is in progress."""
+    stale = sorted(folder.glob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+def _write(fmt: str, out: Path, items: list[Any], labels: list[str]) -> list[Skipped]:
+    """Write `items` in `fmt` under `out`; returns the annotations that could not be."""
+    lost = []
     class_of = {label: i for i, label in enumerate(labels)}
     writer = CocoWriter(categories=[{"id": i + 1, "name": n} for i, n in enumerate(labels)])
     for image_id, (file_name, width, height, anns) in enumerate(items, start=1):
@@ -85,11 +129,14 @@ def _write(fmt: str, out: Path, items: list[Any], labels: list[str]) -> None:
         else:
             target = out / "labels" / f"{key}.txt"
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_yolo(target, records, height, width, [class_of[a["label"]] for a in anns])
+            classes = [class_of[a["label"]] for a in anns]
+            for i, reason in write_yolo(target, records, height, width, classes):
+                lost.append(Skipped(file_name, anns[i]["id"], reason))
     if fmt == "coco":
         writer.write(out / "annotations.json")
     elif fmt == "yolo":
         (out / "classes.txt").write_text("".join(f"{label}\n" for label in labels))
+    return lost
 
 
 def _record(ann: dict[str, Any], width: int, height: int) -> dict[str, Any]:
@@ -111,7 +158,7 @@ def _swap_in(new: Path, target: Path) -> None:
     """Put folder `new` at `target`, removing what was there."""
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old.tmp")
+        old = target.with_name(f".{target.name}.old{TMP_SUFFIX}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(new, target)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,13 +113,19 @@ class Project:
         entry = self.get(image_id)
         return load_image(entry.path, max_pixels=self.max_pixels, name=entry.file_name)
 
-    def add_uploads(self, uploads: list[bytes]) -> list[ImageEntry]:
-        """Store uploaded image bytes as `upload-<hash>.<ext>`; all are checked (by
+    def add_uploads(
+        self, uploads: list[bytes], names: list[str | None] | None = None
+    ) -> list[ImageEntry]:
+        """Store uploaded image bytes as `<name>-<hash>.<ext>`; all are checked (by
         `load_image`) before any is stored.
 
-        The name comes from the content, never from the client; uploading the same bytes twice
-        gives the same image.
+        `names` are the client's file names (one per upload, or None): only a safe stem of
+        each is kept (`upload_stem`), never a path. The hash is of the bytes, so the stored
+        name is unique, and the same file uploaded twice under one name is one image.
         """
+        names = [None] * len(uploads) if names is None else names
+        if len(names) != len(uploads):
+            raise ValueError(f"got {len(names)} names for {len(uploads)} uploads")
         suffixes = []
         for i, data in enumerate(uploads):
             name = "upload" if len(uploads) == 1 else f"upload {i + 1} of {len(uploads)}"
@@ -127,8 +134,9 @@ class Project:
             with Image.open(io.BytesIO(data)) as img:
                 suffixes.append(_KEEP_FORMATS.get(str(img.format)))
         entries = []
-        for data, suffix in zip(uploads, suffixes, strict=True):
-            name = f"upload-{hashlib.sha256(data).hexdigest()[:16]}{suffix or '.png'}"
+        for data, suffix, client_name in zip(uploads, suffixes, names, strict=True):
+            digest = hashlib.sha256(data).hexdigest()[:16]
+            name = f"{upload_stem(client_name)}-{digest}{suffix or '.png'}"
             path = self.folder / name
             if not path.exists():
                 with atomic_path(path) as tmp:
@@ -197,6 +205,16 @@ class Project:
 
     def _write(self, image_id: str, doc: dict[str, Any]) -> None:
         write_json(self._path(image_id), doc)
+
+
+def upload_stem(client_name: str | None, max_chars: int = 64) -> str:
+    """A safe file-name stem from a client's file name: its last path part without the
+    suffix, runs of characters other than ASCII letters, digits, `.`, `_` and `-` made `_`,
+    no leading `.` (hidden) or `-`, at most `max_chars`; "upload" when nothing is left."""
+    base = re.split(r"[\\/]", client_name or "")[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).lstrip(".-_")[:max_chars].rstrip(".")
+    return safe or "upload"
 
 
 def check_label(label: Any) -> str:

@@ -39,6 +39,19 @@ function failOn(view) {
 }
 
 // -- images ------------------------------------------------------------------------------
+// The objects hidden on each image outlive a reload of the tab (sessionStorage).
+function hiddenOf(imageId) {
+  try {
+    return new Set(JSON.parse(sessionStorage.getItem(`samkit.hidden.${imageId}`) ?? "[]"));
+  } catch { return new Set(); }
+}
+
+function toggleHidden(id) {
+  S.hidden.has(id) ? S.hidden.delete(id) : S.hidden.add(id);
+  sessionStorage.setItem(`samkit.hidden.${S.info.id}`, JSON.stringify([...S.hidden]));
+  render();
+}
+
 async function loadImages(openId) {
   S.images = await api.images();
   const i = S.images.findIndex((im) => im.id === openId);
@@ -54,7 +67,8 @@ async function openImage(index) {
   S.info = S.images[index];
   Object.assign(S, { image: null, result: null, masks: [], history: [], future: [], proposals: [] });
   S.prompt = { points: [], labels: [], box: null };
-  S.objects = []; S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = new Set(); S.focus = -1;
+  S.objects = []; S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = hiddenOf(S.info.id); S.focus = -1;
+  history.replaceState(null, "", `#${S.info.id}`);  // a reload opens this image again
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   $("file-name").textContent = `${S.info.file_name} (${index + 1}/${S.images.length})`;
   setState("loading", "loading image");
@@ -76,6 +90,16 @@ async function openImage(index) {
   } catch (err) {
     if (view === S.view) throw err;  // an error of an image left since is not shown
   }
+}
+
+// N and P: the next or previous image, or a word that there is none (the state is kept).
+function step(by) {
+  const index = S.index + by;
+  if (index >= 0 && index < S.images.length) return openImage(index).catch(fail);
+  const total = S.images.length;
+  $("status").textContent = total
+    ? `${by > 0 ? "last" : "first"} image (${S.index + 1}/${total}): there is no ${by > 0 ? "next" : "previous"} one`
+    : "no images: upload some";
 }
 
 async function loadObjects() {
@@ -168,14 +192,19 @@ async function accept() {
   S.prompt = { points: [], labels: [], box: null };
   S.result = null; S.masks = []; S.history = []; S.future = [];
   render();
+  let saved;
   try {
-    await saving;
+    saved = await saving;
   } catch (err) {
     if (seq === S.seq) { restore(snap); S.history = history; render(); }
     throw err;
   }
   if (view !== S.view) return;
   await loadObjects();
+  // The label box keeps its text for the next object: say so, once per save.
+  if (document.body.dataset.state === "ready") {
+    setState("ready", `saved #${saved.id} as "${saved.label}"; the next object gets this label too (L to change it)`);
+  }
   render();
 }
 
@@ -216,6 +245,10 @@ function discardProposals(indexes) {
   S.proposals = S.proposals.filter((_, i) => !drop.has(i));
   S.proposalMasks = S.proposalMasks.filter((_, i) => !drop.has(i));
   S.focus = -1;
+  if (document.body.dataset.state === "ready") {  // the status line counts what is left
+    const n = S.proposals.length;
+    setState("ready", n ? `${n} proposal(s) left: accept or discard them` : "no proposals left");
+  }
   render();
 }
 
@@ -302,7 +335,7 @@ window.addEventListener("mouseup", (e) => {
 const KEYS = {
   Tab: cycle, Enter: () => accept().catch(failOn(S.view)), Escape: clearPrompt,
   z: undo, Z: redo, y: redo, Y: redo,
-  n: () => openImage(S.index + 1).catch(fail), p: () => openImage(S.index - 1).catch(fail),
+  n: () => step(1), p: () => step(-1),
   e: () => everything().catch(failOn(S.view)),
   h: () => { S.hideAll = !S.hideAll; render(); },
   l: () => $("label").select(),
@@ -320,7 +353,7 @@ window.addEventListener("keydown", (e) => {
 const actions = {
   openImage: (i) => openImage(i).catch(fail),
   select: (i) => { S.selected = i; render(); },
-  toggleHidden: (id) => { S.hidden.has(id) ? S.hidden.delete(id) : S.hidden.add(id); render(); },
+  toggleHidden,
   remove: (id) => api.deleteAnnotation(S.info.id, id).then(loadObjects).then(render).catch(failOn(S.view)),
   rename: (id, label) => api.relabel(S.info.id, id, label).then(loadObjects).then(render).catch(failOn(S.view)),
   focus: (i) => { S.focus = i; draw(); },
@@ -344,7 +377,9 @@ $("export-format").onchange = (e) => { $("export-zip").href = `/api/export/${e.t
 $("export-btn").onclick = async () => {
   try {
     const out = await api.exportAll($("export-format").value);
-    $("export-result").textContent = `exported ${out.annotations} object(s) of ${out.images} image(s) to ${out.folder}/`;
+    const skipped = out.skipped.map((k) => `${k.file_name} #${k.annotation}: ${k.reason}`);
+    $("export-result").textContent = `exported ${out.annotations} object(s) of ${out.images} image(s) to ${out.folder}/`
+      + (skipped.length ? `; ${skipped.length} not written: ${skipped.join("; ")}` : "");
     document.body.dataset.exported = out.format;
   } catch (err) { fail(err); }
 };
@@ -353,4 +388,4 @@ window.addEventListener("resize", () => { fitCanvas(); render(); });
 // For tests and the curious: the state, the pixel count of the mask on screen, and the API
 // calls not answered yet (at 0, every answer has been handled up to the call it led to).
 window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0), inFlight };
-loadImages().catch(fail);
+loadImages(decodeURIComponent(location.hash.slice(1))).catch(fail);

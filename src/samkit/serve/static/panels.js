@@ -2,6 +2,8 @@
 import { color, css } from "./masks.js";
 
 const $ = (id) => document.getElementById(id);
+// The model's predicted IoU is a regression output and can fall outside [0, 1]; an IoU cannot.
+export const iou = (value, digits) => `IoU ${Math.min(Math.max(value, 0), 1).toFixed(digits)}`;
 
 function item(text, { active = false, swatch = null, small = "", buttons = [] } = {}) {
   const li = document.createElement("li");
@@ -38,7 +40,7 @@ export function renderPanels(S, actions) {
   const masks = S.result ? S.result.masks : [];
   $("candidates").replaceChildren(...masks.map((m, i) => {
     const li = item(`candidate ${i + 1}`, {
-      active: i === S.selected, small: `IoU ${m.predicted_iou.toFixed(3)} · ${m.area} px`,
+      active: i === S.selected, small: `${iou(m.predicted_iou, 3)} · ${m.area} px`,
     });
     li.onclick = () => actions.select(i);
     return li;
@@ -50,7 +52,7 @@ export function renderPanels(S, actions) {
   $("proposals").hidden = S.proposals.length === 0;
   $("proposal-list").replaceChildren(...S.proposals.map((m, i) => {
     const li = item(`proposal ${i + 1}`, {
-      swatch: color(i + 7), small: `IoU ${m.predicted_iou.toFixed(2)}`,
+      swatch: color(i + 7), small: iou(m.predicted_iou, 2),
       buttons: [["✓", "accept with the label", () => actions.acceptProposals([i])],
         ["✗", "discard", () => actions.discardProposals([i])]],
     });
@@ -69,7 +71,9 @@ export function renderPanels(S, actions) {
           const label = window.prompt("Label", obj.label);
           if (label) actions.rename(obj.id, label);
         }],
-        ["✕", "delete this object", () => actions.remove(obj.id)],
+        ["✕", "delete this object", () => {
+          if (window.confirm(`Delete object #${obj.id} (${obj.label})?`)) actions.remove(obj.id);
+        }],
       ],
     });
     if (hidden) li.classList.add("hidden-object");
