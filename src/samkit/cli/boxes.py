@@ -52,7 +52,7 @@ def _boxes2masks(args: argparse.Namespace) -> int:
     from .. import load
     from ..eval import boxes
     from ..interrupt import images
-    from ..io._records import write_json
+    from ..io import write_json
     from ..io.coco import read_coco
     from ..io.images import image_size
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..interrupt import Interrupted, images
-from ..io._records import as_floats, as_int, read_json, require_keys
+from ..io import as_floats, as_int, read_json, require_keys
 from ..modeling import Sam
 from ..rle import encode_coco_rle
 

@@ -15,7 +15,10 @@ _EXPORTS = {
     ),
     **dict.fromkeys(("read_sa1b", "sa1b_masks", "write_sa1b"), ".sa1b"),
     **dict.fromkeys(("read_yolo", "write_yolo", "yolo_masks"), ".yolo"),
-    **dict.fromkeys(("read_json", "record_rle", "write_json"), "._records"),
+    **dict.fromkeys(
+        ("as_floats", "as_int", "read_json", "record_rle", "require_keys", "write_json"),
+        "._records",
+    ),
 }
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -23,6 +26,8 @@ __all__ = [
     "CocoWriter",
     "ImageError",
     "annotation_to_mask",
+    "as_floats",
+    "as_int",
     "image_size",
     "load_image",
     "read_coco",
@@ -32,6 +37,7 @@ __all__ = [
     "read_sa1b",
     "read_yolo",
     "record_rle",
+    "require_keys",
     "sa1b_masks",
     "write_json",
     "write_label_map",
@@ -43,7 +49,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from ._records import read_json, record_rle, write_json
+    from ._records import as_floats, as_int, read_json, record_rle, require_keys, write_json
     from .coco import CocoDataset, CocoWriter, annotation_to_mask, read_coco
     from .png import read_label_map, read_png_folder, write_label_map, write_png_folder
     from .sa1b import read_sa1b, sa1b_masks, write_sa1b
