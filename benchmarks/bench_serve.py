@@ -37,7 +37,7 @@ def build(name: str) -> torch.nn.Module:
     except ValueError:
         if name not in sam_model_registry:
             raise
-        print(f"note: no weights for {name}; timing its architecture with seeded weights")
+        print(f"note: no weights for {name}; its architecture with seeded weights instead")
         return seeded_init_(sam_model_registry[name](), seed=0).eval()
 
 

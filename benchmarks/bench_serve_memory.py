@@ -25,19 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def build(name: str) -> torch.nn.Module:
-    from samkit import load
-    from samkit.build import sam_model_registry, seeded_init_
-
-    try:
-        return load(name)
-    except ValueError:
-        if name not in sam_model_registry:
-            raise
-        print(f"note: no weights for {name}; measuring its architecture with seeded weights")
-        return seeded_init_(sam_model_registry[name](), seed=0).eval()
+from bench_serve import build  # this script's folder is on sys.path: the same loader
 
 
 def rss_mib() -> float:
