@@ -110,3 +110,15 @@ bench: bench-env
 		'{"pred_iou_thresh": 0.25, "stability_score_thresh": 0.6, "stability_score_offset": 0.25}'
 	$(BENCH) --model samkit_tiny --image chelsea --size 512 --parts set_image,predict \
 		--repeats 3 --precision bf16
+
+# The CLIP text encoder's tests (tests/test_text_encoders.py -k clip, on a tiny open_clip model
+# built in the test): open_clip needs torchvision, which .venv's CPU torch cannot have, so they
+# run in the peer venv, with open_clip, pytest and samkit (editable, no dependencies) added.
+CLIP_SPEC ?= open_clip_torch==3.3.0 pytest==9.2.0
+.PHONY: test-clip
+test-clip: $(PEER_VENV)/.clip-installed
+	$(PEER_VENV)/bin/python -m pytest tests/test_text_encoders.py -k clip
+$(PEER_VENV)/.clip-installed: $(PEER_VENV)/.installed pyproject.toml
+	$(PEER_VENV)/bin/pip install -q $(CLIP_SPEC)
+	$(PEER_VENV)/bin/pip install -q --no-deps -e .
+	touch $@

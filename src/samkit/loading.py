@@ -17,6 +17,10 @@ SEEDED_VARIANTS = {"samkit_tiny": 0}
 BUNDLED = {"samkit_default": "samkit_default.safetensors"}
 # Metadata key in samkit-written safetensors naming the variant.
 VARIANT_KEY = "samkit_variant"
+# Metadata key naming the text encoder a text head was trained on (`samkit.text`).
+TEXT_ENCODER_KEY = "samkit_text_encoder"
+# State-dict entries of the optional text head: no official checkpoint has them.
+TEXT_HEAD_PREFIX = "prompt_encoder.text_projection."
 
 
 def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None = None) -> Sam:
@@ -41,7 +45,10 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         if name in SEEDED_VARIANTS:
             seeded_init_(model, SEEDED_VARIANTS[name])
         elif name in BUNDLED:
-            load_weights(model, read_state_dict(bundled_path(name)), variant=variant)
+            path = bundled_path(name)
+            state_dict = read_state_dict(path)
+            add_text_head(model, state_dict, path)
+            load_weights(model, state_dict, variant=variant)
         elif name in KNOWN_WEIGHTS:
             state_dict, _ = to_samkit(read_state_dict(_download(name)))
             load_weights(model, state_dict, variant=variant)
@@ -52,10 +59,26 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         if not path.is_file():
             raise _unknown_model(key)
         state_dict, _ = to_samkit(read_state_dict(path))
-        variant = detect_variant(state_dict, path)
+        variant = detect_variant(
+            {k: v for k, v in state_dict.items() if not k.startswith(TEXT_HEAD_PREFIX)}, path
+        )
         model = variant_registry[variant]()
+        add_text_head(model, state_dict, path)
         load_weights(model, state_dict, variant=variant)
     return model.to(device or "cpu").eval()
+
+
+def add_text_head(model: Sam, state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Give `model` the text head that `state_dict` (read from `path`) holds weights for, if
+    any, with the text encoder its metadata names ("minilm" when it names none)."""
+    from .checkpoints import read_metadata
+    from .text import DEFAULT_TEXT_ENCODER
+
+    first = state_dict.get(TEXT_HEAD_PREFIX + "layers.0.weight")
+    if first is None:
+        return
+    model.prompt_encoder.enable_text(int(first.shape[1]))
+    model.text_encoder = read_metadata(path).get(TEXT_ENCODER_KEY, DEFAULT_TEXT_ENCODER)
 
 
 def model_identity(name_or_path: str | os.PathLike[str], *, local: bool = True) -> dict[str, str]:

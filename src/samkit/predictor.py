@@ -155,12 +155,17 @@ class SamPredictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        text: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predict masks for prompts on the current image.
 
         point_coords: (N, 2) (X, Y) pixels of the original image; point_labels: (N,), 1 for
         foreground, 0 for background. box: (4,) XYXY pixels. mask_input: (1, 256, 256) low-res
         logits, usually the previous call's `low_res_logits` for the best mask.
+        text: a phrase naming the object ("the red disc"), alone or with the other prompts;
+        only for a model with a text head (`encode_text`). A phrase names one object, so
+        multimask_output=False is the usual choice with it.
         Returns masks (C, H, W) bool (float logits if return_logits), scores (C,) float32 and
         low_res_logits (C, 256, 256) float32, where C is 3 with multimask_output, else 1.
         """
@@ -179,8 +184,15 @@ class SamPredictor:
             box_t = torch.as_tensor(boxes, dtype=torch.float, device=self.device)[None]
         if p.mask_input is not None:
             mask_t = torch.as_tensor(p.mask_input, dtype=torch.float, device=self.device)[None]
+        text_t = None if text is None else self.encode_text([text])
         masks, iou_predictions, low_res = self.predict_torch(
-            coords_t, labels_t, box_t, mask_t, multimask_output, return_logits=return_logits
+            coords_t,
+            labels_t,
+            box_t,
+            mask_t,
+            multimask_output,
+            return_logits=return_logits,
+            text_embeddings=text_t,
         )
         return (
             masks[0].detach().cpu().numpy(),
@@ -197,18 +209,26 @@ class SamPredictor:
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        text_embeddings: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched prediction with prompts already in the resized frame (`transform.apply_*`).
 
         point_coords: (B, N, 2) (X, Y); point_labels: (B, N); boxes: (B, 4) XYXY;
-        mask_input: (B, 1, 256, 256). Returns masks (B, C, H, W), iou_predictions (B, C),
-        low_res_logits (B, C, 256, 256).
+        mask_input: (B, 1, 256, 256); text_embeddings: (B, D) vectors of the model's text
+        encoder (`encode_text`), one text token each. Returns masks (B, C, H, W),
+        iou_predictions (B, C), low_res_logits (B, C, 256, 256).
         """
         state = self._require_image()
-        prompts.validate_torch(point_coords, point_labels, boxes, mask_input)
+        prompts.validate_torch(point_coords, point_labels, boxes, mask_input, text_embeddings)
         points = (point_coords, point_labels) if point_coords is not None else None
+        if text_embeddings is not None:
+            self._require_text_head()
+            text_embeddings = text_embeddings.to(self.device)
         with self.autocast():
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            sparse, dense = self.model.prompt_encoder(
+                points=points, boxes=boxes, masks=mask_input, text=text_embeddings
+            )
             decoder = self.model.mask_decoder
             if mask_input is None:  # every prompt shares the image's prepared keys
                 low_res_masks, iou_predictions = decoder.predict_prepared(
@@ -230,6 +250,26 @@ class SamPredictor:
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou_predictions, low_res_masks
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, D) vectors of `texts` from the text encoder the model's text head was trained
+        with (`Sam.text_encoder`), for `predict_torch(text_embeddings=...)`."""
+        from .text import encode_cached
+
+        if isinstance(texts, str):
+            raise ValueError("encode_text takes a list of phrases, not one string")
+        return encode_cached(self._require_text_head(), texts).to(self.device)
+
+    def _require_text_head(self) -> str:
+        """The model's text encoder name, or ValueError naming what the model lacks."""
+        if not self.model.takes_text or not self.model.text_encoder:
+            raise ValueError(
+                f"this model ({type(self.model.image_encoder).__name__} encoder, "
+                f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.1f}M parameters) has "
+                "no text head: it takes points, boxes and masks only. Text prompts need a "
+                "model trained with one, such as the bundled samkit_default"
+            )
+        return self.model.text_encoder
 
     # -- state --------------------------------------------------------------------------
     def get_image_embedding(self) -> torch.Tensor:

@@ -84,6 +84,7 @@ def validate_torch(
     point_labels: torch.Tensor | None,
     boxes: torch.Tensor | None,
     mask_input: torch.Tensor | None,
+    text_embeddings: torch.Tensor | None = None,
 ) -> None:
     """Shape and finiteness checks for batched prompts in the resized frame."""
     if (point_coords is None) != (point_labels is None):
@@ -109,8 +110,16 @@ def validate_torch(
             raise ValueError(f"mask_input must be Bx1xHxW; got {tuple(mask_input.shape)}")
         _finite_tensor(mask_input, "mask_input")
         batch.append(mask_input.shape[0])
+    if text_embeddings is not None:
+        if text_embeddings.ndim != 2:
+            raise ValueError(
+                "text_embeddings must be BxD text-encoder vectors; "
+                f"got {tuple(text_embeddings.shape)}"
+            )
+        _finite_tensor(text_embeddings, "text_embeddings")
+        batch.append(text_embeddings.shape[0])
     if len(set(batch)) > 1:
-        raise ValueError(f"prompt batch sizes differ: {batch} (points, boxes, masks)")
+        raise ValueError(f"prompt batch sizes differ: {batch} (points, boxes, masks, text)")
 
 
 def _finite_array(value: Any, name: str, dtype: type) -> np.ndarray:

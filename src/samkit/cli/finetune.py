@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.folders import SampleSource
 from ..devices import PRECISIONS
 from ..modeling import Sam
+from ..text import DEFAULT_TEXT_ENCODER
 from .arguments import add_dataset_arguments, add_model_argument, bounded, dataset, out_dir
 
 
@@ -21,7 +23,9 @@ def add(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
         "  samkit finetune --model samkit_default --sa1b my_sa1b/ --steps 500 --out ft/\n"
         "  samkit finetune --model vit_b --coco train.json --images imgs/ --freeze-encoder "
-        "--out ft/\n  samkit eval --model ft/model.safetensors --sa1b held_out/",
+        "--out ft/\n  samkit eval --model ft/model.safetensors --sa1b held_out/\n"
+        "  samkit finetune --coco train.json --images imgs/ --text --out ft_text/   "
+        "# category names as text prompts",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_argument(p)
@@ -65,6 +69,25 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="training autocast (default: the recipe's; auto = bf16 on CUDA and on CPUs with "
         "AVX-512 BF16 or AMX, else fp32)",
     )
+    p.add_argument(
+        "--text",
+        nargs="?",
+        const=DEFAULT_TEXT_ENCODER,
+        default=None,
+        metavar="ENCODER",
+        help="also train text prompts: an annotation whose category (COCO categories; an SA-1B "
+        "annotation's category_name, category or label) is the only one of its kind in its "
+        'image is prompted with the name ("dog", "the dog"). The model gets a text head '
+        f"for ENCODER (default {DEFAULT_TEXT_ENCODER}, offline; or clip:<model>[:<weights>])",
+    )
+    p.add_argument(
+        "--text-prob",
+        type=bounded(float, 0, 1),
+        default=None,
+        metavar="P",
+        help=f"with --text: chance that a target its category names gets the name as a prompt "
+        f"(default {TEXT_PROB})",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.set_defaults(handler=_finetune)
 
@@ -83,16 +106,22 @@ def _finetune(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise ValueError(f"--steps must be positive; got {args.steps}")
+    if args.text_prob is not None and args.text is None:
+        raise ValueError("--text-prob is the chance of a text prompt: it needs --text")
     device = devices.resolve_device(args.device)  # before any work starts
     data = dataset(args)  # a COCO file's images without annotations are left out here
+    phrased = _check_text(args, data) if args.text is not None else 0
     model = load(args.model, device=device)
     weights = model.state_dict()
+    text_prob = TEXT_PROB if args.text_prob is None else args.text_prob
     config = finetune_config(
         detect_variant(weights),
         model.img_size,
         steps=args.steps,
         lr=args.lr,
         freeze_image_encoder=args.freeze_encoder,
+        text_encoder=args.text or "",
+        text_prob=0.0 if args.text is None else text_prob,
     )
     if args.precision is not None:
         config = dataclasses.replace(config, precision=args.precision)
@@ -134,12 +163,15 @@ def _finetune(args: argparse.Namespace) -> int:
             f"images without annotations: {unannotated} of {in_file} in "
             f"{args.coco}, left out of training and the held-out set"
         )
+    if args.text is not None:
+        lines.append(f"text prompts ({args.text}): {phrased} annotations named by their category")
     lines += ["", "before:", report.to_markdown(before), "after:", report.to_markdown(after)]
     print("\n".join(lines), end="")
     summary = {
         "held_out_images": len(held_out),
         "held_out_without_masks": skipped,
         "images_without_annotations": unannotated,
+        **({"text_named_annotations": phrased} if args.text is not None else {}),
         **{f"before_miou@{k}": before[0].miou[k][0] for k in CLICKS},
         **{f"after_miou@{k}": after[0].miou[k][0] for k in CLICKS},
     }
@@ -148,4 +180,29 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_text(args: argparse.Namespace, data: SampleSource) -> int:
+    """The number of annotations of `data` that a phrase names (`train.sources.mask_phrases`);
+    ValueError when there are none, or when the text encoder --text names cannot be built."""
+    from ..text import get_text_encoder
+    from ..train.sources import count_phrases
+
+    named, phrased = count_phrases(data)  # the annotation files only: no image is read
+    where = args.coco or args.sa1b
+    if named == 0:
+        raise ValueError(
+            f"--text: no annotation in {where} has a category name (COCO: the file's "
+            "categories; SA-1B: a category_name, category or label field), so there is no "
+            "text to learn; leave out --text"
+        )
+    if phrased == 0:
+        raise ValueError(
+            f"--text: {named} annotations in {where} have category names, but each name has "
+            "several instances in its image, so none names one mask; text prompts need "
+            "images where a category appears once"
+        )
+    get_text_encoder(args.text)  # an unknown or missing encoder fails here, before training
+    return phrased
+
+
 CLICKS = (1, 3)  # the clicks `samkit finetune` reports before and after
+TEXT_PROB = 0.5  # --text-prob's default: half the named targets get their name as a prompt

@@ -3,11 +3,17 @@
 Both give `Sample`s whose `image` is HxWx3 uint8 RGB (through `samkit.io.load_image`) and
 whose `masks` are (N, H, W) bool, like the synthetic scenes, so training and evaluation take
 either. Images and masks are read lazily, one sample at a time.
+
+An annotation's category, where the data has one, is its attributes' `category_name`:
+CocoInstances takes it from the file's `categories`; SA-1B files have none, but one that adds
+a `category_name`, `category` or `label` string to its annotations names it (read by the
+function `category_name`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +55,29 @@ def _attributes(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in a.items() if k != "segmentation"} for a in annotations]
 
 
+CATEGORY_FIELDS = ("category_name", "category", "label")  # read in this order
+
+
+def category_name(attributes: Mapping[str, Any]) -> str | None:
+    """The category an annotation's fields name: the first of CATEGORY_FIELDS that is a
+    non-empty string, with underscores read as spaces ("traffic_light" -> "traffic light");
+    None when there is none (a numeric `category` is an id, not a name)."""
+    for key in CATEGORY_FIELDS:
+        value = attributes.get(key)
+        if isinstance(value, str) and value.strip():
+            return " ".join(value.replace("_", " ").split())
+    return None
+
+
+def annotation_attributes(dataset: SampleSource, index: int) -> list[dict[str, Any]]:
+    """Sample `index`'s `attributes` (its annotations' fields but their segmentations): for an
+    SA1BFolder or CocoInstances from the annotation file alone, no image or mask decoded; for
+    any other source (a list of samples, a held-out subset) from the sample itself."""
+    if isinstance(dataset, (SA1BFolder, CocoInstances)):
+        return dataset.attributes(index)
+    return dataset[index].attributes
+
+
 class SA1BFolder:
     """Images with a same-named SA-1B JSON beside them (`sa_1.jpg` + `sa_1.json`), found
     recursively under `root`. Images without a JSON are not samples."""
@@ -65,6 +94,10 @@ class SA1BFolder:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def attributes(self, index: int) -> list[dict[str, Any]]:
+        """Sample `index`'s annotations' fields but their segmentations (its JSON only)."""
+        return _attributes(read_sa1b(self.items[index][1])[1])
 
     def __getitem__(self, index: int) -> Sample:
         image_path, json_path = self.items[index]
@@ -103,6 +136,17 @@ class CocoInstances:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def attributes(self, index: int) -> list[dict[str, Any]]:
+        """Sample `index`'s annotations' fields but their segmentations, each with its
+        category's name as `category_name` where the file's `categories` name it."""
+        out = _attributes(self.coco.annotations.get(self.image_ids[index], []))
+        for attributes in out:
+            cid = attributes["category_id"]
+            category = self.coco.categories.get(cid) if isinstance(cid, int) else None
+            if category is not None and isinstance(category["name"], str):
+                attributes["category_name"] = category["name"]
+        return out
+
     def __getitem__(self, index: int) -> Sample:
         image_id = self.image_ids[index]
         info = self.coco.images[image_id]
@@ -112,4 +156,4 @@ class CocoInstances:
         anns = self.coco.annotations.get(image_id, [])
         masks = [annotation_to_mask(a, h, w) for a in anns]
         ids = [int(a["id"]) for a in anns]
-        return Sample(image, _stack(masks, h, w, str(path)), ids, path, _attributes(anns))
+        return Sample(image, _stack(masks, h, w, str(path)), ids, path, self.attributes(index))

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import MLP, LayerNorm2d
 
 # Rows of `point_embeddings`: negative point, positive point, box top-left, box bottom-right.
 NEG_POINT, POS_POINT, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
@@ -19,6 +19,8 @@ class PromptEncoder(nn.Module):
     Points are (B, N, 2) in (X, Y) pixels of the resized input image with labels (B, N):
     1 foreground, 0 background, -1 padding ("not a point"). Boxes are (B, 4) XYXY pixels.
     Masks are low-res logits (B, 1, 4*He, 4*We) where (He, We) is `image_embedding_size`.
+    Text is (B, text_dim) vectors of a text encoder (`samkit.text`), which `text_projection`
+    (present only with `text_dim`, or after `enable_text`) turns into one more sparse token.
     """
 
     def __init__(
@@ -28,6 +30,8 @@ class PromptEncoder(nn.Module):
         input_image_size: tuple[int, int],
         mask_in_chans: int,
         activation: type[nn.Module] = nn.GELU,
+        *,
+        text_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -50,6 +54,31 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self.text_projection: MLP | None = None
+        if text_dim is not None:
+            self.enable_text(text_dim)
+
+    def enable_text(self, text_dim: int) -> None:
+        """Add a fresh text projection: (B, text_dim) text vectors -> one (B, 1, embed_dim)
+        sparse token, added to the point and box tokens (the SAM paper's text prompt)."""
+        if text_dim < 1:
+            raise ValueError(f"text_dim must be positive; got {text_dim}")
+        device = self.no_mask_embed.weight.device
+        self.text_projection = MLP(text_dim, self.embed_dim, self.embed_dim, 2).to(device)
+
+    def _embed_text(self, text: torch.Tensor) -> torch.Tensor:
+        if self.text_projection is None:
+            raise ValueError(
+                "this model has no text head (prompt_encoder.text_projection): it takes points, "
+                "boxes and masks only; use a model trained for text, such as samkit_default"
+            )
+        first: nn.Linear = self.text_projection.layers[0]  # type: ignore[assignment]
+        if text.ndim != 2 or text.shape[1] != first.in_features:
+            raise ValueError(
+                f"text must be (B, {first.in_features}) text-encoder vectors; "
+                f"got {tuple(text.shape)}"
+            )
+        return self.text_projection(text.to(first.weight.dtype))[:, None]  # (B, 1, embed_dim)
 
     def get_dense_pe(self) -> torch.Tensor:
         """Positional encoding of the image embedding grid: (1, embed_dim, He, We)."""
@@ -85,7 +114,10 @@ class PromptEncoder(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
+        text: torch.Tensor | None = None,
     ) -> int:
+        if text is not None:
+            return text.shape[0]
         if points is not None:
             return points[0].shape[0]
         if boxes is not None:
@@ -99,9 +131,12 @@ class PromptEncoder(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
+        *,
+        text: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns sparse (B, N, embed_dim) and dense (B, embed_dim, He, We) embeddings."""
-        bs = self._batch_size(points, boxes, masks)
+        """Returns sparse (B, N, embed_dim) and dense (B, embed_dim, He, We) embeddings. The
+        text token, when `text` is given, comes last among the sparse ones."""
+        bs = self._batch_size(points, boxes, masks, text)
         device = self.no_mask_embed.weight.device
         sparse = [torch.empty((bs, 0, self.embed_dim), device=device)]
         if points is not None:
@@ -109,6 +144,8 @@ class PromptEncoder(nn.Module):
             sparse.append(self._embed_points(coords, labels, pad=boxes is None))
         if boxes is not None:
             sparse.append(self._embed_boxes(boxes))
+        if text is not None:
+            sparse.append(self._embed_text(text))
         sparse_embeddings = torch.cat(sparse, dim=1)
         if masks is not None:
             dense_embeddings = self.mask_downscaling(masks)

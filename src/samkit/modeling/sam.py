@@ -21,6 +21,9 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    # the `samkit.text` encoder whose vectors prompt_encoder.text_projection was trained on;
+    # None for a model without a text head
+    text_encoder: str | None = None
     pixel_mean: torch.Tensor
     pixel_std: torch.Tensor
 
@@ -47,6 +50,11 @@ class Sam(nn.Module):
     @property
     def img_size(self) -> int:
         return self.image_encoder.img_size
+
+    @property
+    def takes_text(self) -> bool:
+        """Whether the model has a text head (`prompt_encoder.text_projection`)."""
+        return self.prompt_encoder.text_projection is not None
 
     @property
     def device(self) -> torch.device:

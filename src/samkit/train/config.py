@@ -79,6 +79,12 @@ class TrainConfig:
     # chance that a point prompt is the click protocol's (the most interior point of the mask,
     # or of the largest error region) rather than a uniform draw; 0 = the paper's uniform draws
     protocol_click_prob: float = 0.0
+    # Text prompts (`samkit.text`): the encoder whose vectors the model's text projection
+    # reads ("" = no text; "minilm" or "clip:..."), the chance a target that a phrase names
+    # unambiguously gets it as a prompt, and the chance such a text prompt has no first point
+    text_encoder: str = ""
+    text_prob: float = 0.0
+    text_only_prob: float = 0.5
     notes: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> why its value
 
     def __post_init__(self) -> None:
@@ -106,6 +112,13 @@ class TrainConfig:
             raise ValueError(
                 f"protocol_click_prob is a chance in [0, 1]; got {self.protocol_click_prob}"
             )
+        if not (0 <= self.text_prob <= 1 and 0 <= self.text_only_prob <= 1):
+            raise ValueError(
+                f"text_prob and text_only_prob are chances in [0, 1]; got {self.text_prob}, "
+                f"{self.text_only_prob}"
+            )
+        if self.text_prob > 0 and not self.text_encoder:
+            raise ValueError('text_prob > 0 needs a text_encoder (e.g. "minilm")')
         if self.init_only and not self.init_from:
             raise ValueError("init_only names tensors of init_from, which is not set")
 
@@ -196,9 +209,13 @@ def finetune_config(
     freeze_image_encoder: bool,
     seed: int = 0,
     precision: str = "fp32",
+    text_encoder: str = "",
+    text_prob: float = 0.0,
 ) -> TrainConfig:
     """The recipe `samkit finetune` uses: the paper's prompting and losses at a fine-tuning
-    learning rate, warm-up over the first 5% of steps, 10x decays at 2/3 and 9/10 of them."""
+    learning rate, warm-up over the first 5% of steps, 10x decays at 2/3 and 9/10 of them.
+    With a `text_encoder`, a target its category names alone gets that phrase as a prompt
+    with chance `text_prob` (`train/text.py`)."""
     return TrainConfig(
         model=model,
         seed=seed,
@@ -215,6 +232,8 @@ def finetune_config(
         lr_milestones=(max(1, 2 * steps // 3), max(1, 9 * steps // 10)),
         precision=precision,
         freeze_image_encoder=freeze_image_encoder,
+        text_encoder=text_encoder,
+        text_prob=text_prob,
     )
 
 

@@ -12,14 +12,16 @@ multi-process training see exactly the images a single process would have seen.
 from __future__ import annotations
 
 import functools
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from ..data import Scene, make_scene
-from ..data.folders import Sample, SampleSource
+from ..data.folders import Sample, SampleSource, annotation_attributes, category_name
 from ..transforms import ResizeLongestSide
 
 MIN_MASK_AREA = 16  # px at the model's size; smaller masks are no useful training target
@@ -33,6 +35,8 @@ class TrainSource(Protocol):
 class FittedSample:
     image: np.ndarray  # (h, w, 3) uint8, resized as the predictor resizes: max(h, w) = S
     masks: np.ndarray  # (N, S, S) bool, resized alike and padded at the bottom and right
+    # phrases naming each mask (e.g. its category name), for text prompts; () when none
+    phrases: tuple[tuple[str, ...], ...] = ()
 
 
 class SyntheticSource:
@@ -98,11 +102,48 @@ def split_holdout(
     return _Subset(dataset, sorted(order[k:])), _Subset(dataset, sorted(order[:k]))
 
 
+def mask_phrases(attributes: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    """The phrases naming each annotation of one image, from its category name
+    (`data.folders.category_name`): ("dog", "the dog") when it is the image's only annotation
+    of that category, else none. A text prompt must name one mask, and with two dogs in the
+    image "the dog" names neither, so a category with several annotations in the image (a
+    crowd region among them) gives none of them a phrase; a crowd region (`iscrowd`) gets none
+    either, as it is many objects."""
+    names = [category_name(a) for a in attributes]
+    counts = Counter(name for name in names if name is not None)
+    out: list[tuple[str, ...]] = []
+    for a, name in zip(attributes, names, strict=True):
+        if name is None or counts[name] > 1 or a.get("iscrowd"):
+            out.append(())
+        else:
+            out.append((name, f"the {name}"))
+    return out
+
+
+def count_phrases(dataset: SampleSource) -> tuple[int, int]:
+    """(annotations with a category name, annotations a phrase names: `mask_phrases`) over
+    every sample of `dataset`, read from its annotation files alone."""
+    named = phrased = 0
+    for index in range(len(dataset)):
+        attributes = annotation_attributes(dataset, index)
+        named += sum(category_name(a) is not None for a in attributes)
+        phrased += sum(bool(p) for p in mask_phrases(attributes))
+    return named, phrased
+
+
 def fit_sample(sample: Sample, size: int) -> FittedSample:
     """Resize `sample` so its longest side is `size` with the predictor's own resize
     (`ResizeLongestSide.apply_image`, so the encoder sees in training what it sees in use);
     masks are resized to the same (h, w) with nearest neighbours and padded to `size` squares,
-    and those left smaller than MIN_MASK_AREA are dropped."""
+    and those left smaller than MIN_MASK_AREA are dropped. The phrases of the masks kept
+    (`mask_phrases` of the sample's attributes, which are read before any mask is dropped: a
+    dog too small to train on still makes "the dog" ambiguous) come with them, one tuple each."""
+    if sample.attributes and len(sample.attributes) != len(sample.masks):
+        raise ValueError(
+            f"{sample.path}: {len(sample.attributes)} annotations' attributes for "
+            f"{len(sample.masks)} masks"
+        )
+    phrases = mask_phrases(sample.attributes) if sample.attributes else [()] * len(sample.masks)
     transform = ResizeLongestSide(size)
     image = transform.apply_image(np.ascontiguousarray(sample.image))
     nh, nw = image.shape[:2]
@@ -111,4 +152,5 @@ def fit_sample(sample: Sample, size: int) -> FittedSample:
         small = cv2.resize(mask.view(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)
         masks[i, :nh, :nw] = small.astype(bool)
     keep = masks.reshape(len(masks), size * size).sum(axis=1) >= MIN_MASK_AREA
-    return FittedSample(image, masks[keep])
+    kept = tuple(p for p, k in zip(phrases, keep.tolist(), strict=True) if k)
+    return FittedSample(image, masks[keep], kept)

@@ -36,6 +36,10 @@ from .config import TrainConfig
 from .losses import iou_loss, mask_iou, mask_loss
 from .prompts import noisy_boxes, protocol_points, sample_error_points, sample_points_in
 from .sources import FittedSample
+from .text import ALONE, WITH_POINT, TextPrompts, choose_text
+
+# Kinds of first prompt, in the order simulate_rounds sorts its rows by.
+POINT, POINT_TEXT, TEXT, BOX = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -58,15 +62,15 @@ def step_generator(seed: int, index: int) -> torch.Generator:
 
 def scene_batch(
     scene: Scene | FittedSample, k: int, generator: torch.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The scene image as (1, 3, h, w) float 0-255 and up to k of its masks, (B, S, S) bool,
-    both on `device`."""
+    both on `device`, and the masks' indices in the scene, (B,)."""
     image = torch.from_numpy(scene.image).to(device).permute(2, 0, 1)[None].float()
     masks = torch.from_numpy(scene.masks)
     if masks.shape[0] == 0:
         raise ValueError("scene has no objects to train on")
     pick = torch.randperm(masks.shape[0], generator=generator)[:k]
-    return image, masks[pick].to(device)
+    return image, masks[pick].to(device), pick
 
 
 @functools.cache
@@ -123,7 +127,8 @@ def _accumulate(
 ) -> StepStats:
     """Add `weight` times the gradient of one image's loss to the parameters' gradients."""
     gen = step_generator(config.seed, index)
-    image, targets = scene_batch(scene, config.masks_per_step, gen, model.device)
+    image, targets, picked = scene_batch(scene, config.masks_per_step, gen, model.device)
+    text = choose_text(scene, picked.tolist(), gen, config) if config.text_encoder else None
     size = model.img_size
     if max(image.shape[-2:]) != size or targets.shape[-2:] != (size, size):
         raise ValueError(
@@ -134,10 +139,37 @@ def _accumulate(
     with devices.autocast(model.device, config.precision), torch.set_grad_enabled(train_encoder):
         embedding = model.image_encoder(model.preprocess(image[0])[None])  # (1, C, h, w)
     leaf = embedding.detach().float().requires_grad_(train_encoder)
-    stats = simulate_rounds(model, leaf, targets, gen, config, backward=True, weight=weight)
+    stats = simulate_rounds(
+        model, leaf, targets, gen, config, backward=True, weight=weight, text=text
+    )
     if train_encoder and leaf.grad is not None:
         embedding.backward(leaf.grad.to(embedding.dtype))
     return stats
+
+
+def _decode(
+    model: Sam, embedding: torch.Tensor, prompts: list[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode every prompt's masks, (B, 4, 4h, 4w) and (B, 4) in the order of `prompts`,
+    one decoder call per run of prompts with the same number of sparse tokens (a point
+    prompt and a box prompt both have 2 more than their corrective points, so without text
+    one call does all)."""
+    lows, ious = [], []
+    i = 0
+    while i < len(prompts):
+        j = i + 1
+        while j < len(prompts) and prompts[j][0].shape[1] == prompts[i][0].shape[1]:
+            j += 1
+        low, iou = model.mask_decoder.predict_masks(
+            image_embeddings=embedding,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=torch.cat([p[0] for p in prompts[i:j]]),
+            dense_prompt_embeddings=torch.cat([p[1] for p in prompts[i:j]]),
+        )
+        lows.append(low)
+        ious.append(iou)
+        i = j
+    return torch.cat(lows), torch.cat(ious)
 
 
 def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
@@ -187,10 +219,13 @@ def simulate_rounds(
     config: TrainConfig,
     backward: bool,
     weight: float = 1.0,
+    text: TextPrompts | None = None,
 ) -> StepStats:
     """Simulated interactive prompting of (B, H, W) bool `targets` on one image whose
     (1, C, h, w) `embedding` is given. With `backward`, each round's loss (times `weight`,
-    divided by the number of rounds) is backpropagated before the next round starts."""
+    divided by the number of rounds) is backpropagated before the next round starts.
+    `text` gives some targets a text token in every round, either with the first point or
+    instead of it (see `TextPrompts`); the others start from a point or a box as before."""
     pe = model.prompt_encoder
     device = embedding.device
     b, size = targets.shape[0], targets.shape[-1]
@@ -198,15 +233,27 @@ def simulate_rounds(
         torch.randint(config.min_rounds, config.max_rounds + 1, (1,), generator=generator)
     )
     use_box = torch.rand(b, generator=generator) < config.box_prob
-    order = torch.argsort(use_box.int(), stable=True).to(device)  # point-started masks first
+    # rows in the order of their first prompt: point, point + text, text alone, box
+    start = torch.where(use_box, BOX, POINT)
+    vectors = None
+    if text is not None:
+        start = torch.where(text.mode == WITH_POINT, POINT_TEXT, start)
+        start = torch.where(text.mode == ALONE, TEXT, start)
+    order = torch.argsort(start, stable=True)
+    start = start[order]
+    if text is not None:
+        vectors = text.vectors[order].to(device)
+    order = order.to(device)
     targets = targets[order]
-    n_pt = int((~use_box).sum())
+    counts = [int((start == k).sum()) for k in (POINT, POINT_TEXT, TEXT, BOX)]
+    ends = np.cumsum(counts).tolist()
+    n_pt = ends[1]  # rows with a first point
     tfloat = targets.float()[:, None]  # (B, 1, H, W)
     loss_size = config.loss_size
     if size % loss_size:
         raise ValueError(f"loss_size {loss_size} must divide the scene size {size}")
     soft = F.avg_pool2d(tfloat, size // loss_size)  # (B, 1, L, L) fraction of object per cell
-    boxes = noisy_boxes(targets[n_pt:], generator)  # (B - n_pt, 4)
+    boxes = noisy_boxes(targets[ends[2] :], generator)  # (n_box, 4)
     coords = torch.zeros(b, 0, 2, device=device)
     labels = torch.zeros(b, 0, dtype=torch.int, device=device)
     first, _ = _with_protocol_clicks(
@@ -230,32 +277,33 @@ def simulate_rounds(
             coords = torch.cat([coords, new[:, None]], dim=1)
             labels = torch.cat([labels, new_labels[:, None]], dim=1)
         with devices.autocast(device, config.precision):
-            sparse, dense = [], []
-            if n_pt:  # first point, then corrective points, then a padding point
-                pts = torch.cat([first[:, None], coords[:n_pt]], dim=1)
-                one = torch.ones(n_pt, 1, dtype=torch.int, device=device)
-                lbl = torch.cat([one, labels[:n_pt]], dim=1)
-                masks_in = None if mask_input is None else mask_input[:n_pt]
-                s, d = pe(points=(pts, lbl), boxes=None, masks=masks_in)
-                sparse.append(s)
-                dense.append(d)
-            if n_pt < b:  # box, then corrective points
-                points = None
-                if coords.shape[1]:
-                    points = (coords[n_pt:], labels[n_pt:])
-                masks_in = None if mask_input is None else mask_input[n_pt:]
-                s, d = pe(points=points, boxes=boxes, masks=masks_in)
-                sparse.append(s)
-                dense.append(d)
-            low, iou_pred = model.mask_decoder.predict_masks(
-                image_embeddings=embedding,
-                image_pe=pe.get_dense_pe(),
-                sparse_prompt_embeddings=torch.cat(sparse),
-                dense_prompt_embeddings=torch.cat(dense),
-            )  # (B, 4, 4h, 4w), (B, 4)
+            prompts = []  # (sparse, dense) per kind of first prompt, in row order
+            for kind, lo, hi in zip(
+                (POINT, POINT_TEXT, TEXT, BOX), [0, *ends[:-1]], ends, strict=True
+            ):
+                if hi == lo:
+                    continue
+                rows = slice(lo, hi)
+                points = None  # first point (if any), corrective points, padding point
+                if kind in (POINT, POINT_TEXT):
+                    one = torch.ones(hi - lo, 1, dtype=torch.int, device=device)
+                    pts = torch.cat([first[rows, None], coords[rows]], dim=1)
+                    points = (pts, torch.cat([one, labels[rows]], dim=1))
+                elif coords.shape[1]:
+                    points = (coords[rows], labels[rows])
+                prompts.append(
+                    pe(
+                        points=points,
+                        boxes=boxes if kind == BOX else None,
+                        masks=None if mask_input is None else mask_input[rows],
+                        text=None if vectors is None or kind in (POINT, BOX) else vectors[rows],
+                    )
+                )
+            low, iou_pred = _decode(model, embedding, prompts)  # (B, 4, 4h, 4w), (B, 4)
         # Round 0 of a point prompt is ambiguous: the 3 multimask outputs compete and only
-        # the lowest-loss one is trained; every other prompt uses the single-mask output.
-        groups = [(slice(0, n_pt), slice(1, 4)), (slice(n_pt, b), slice(0, 1))]
+        # the lowest-loss one is trained; every other prompt (with text too) uses the
+        # single-mask output.
+        groups = [(slice(0, counts[0]), slice(1, 4)), (slice(counts[0], b), slice(0, 1))]
         if r > 0:
             groups = [(slice(0, b), slice(0, 1))]
         losses, chosen_low, chosen_pred = [], [], []

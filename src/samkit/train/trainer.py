@@ -32,8 +32,9 @@ from ..checkpoints import CheckpointError, load_weights, read_state_dict
 from ..data import SyntheticScenes
 from ..eval.clicks import click_ious
 from ..interrupt import Interrupted, stop_on_signal
-from ..loading import VARIANT_KEY
+from ..loading import TEXT_ENCODER_KEY, TEXT_HEAD_PREFIX, VARIANT_KEY
 from ..modeling import Sam
+from ..text import get_text_encoder
 from . import distributed
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunOptions, TrainConfig
@@ -72,6 +73,7 @@ def new_model(config: TrainConfig, init_weights: dict[str, torch.Tensor] | None 
     `config.seed`."""
     torch.manual_seed(config.seed)
     model = variant_registry[config.model]()
+    init_weights = _with_text_head(model, init_weights, config)
     if init_weights is not None and config.init_only:
         init_weights = _with_fresh_rest(model, init_weights, config.init_only)
     if init_weights is not None:
@@ -79,6 +81,28 @@ def new_model(config: TrainConfig, init_weights: dict[str, torch.Tensor] | None 
     if config.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)
     return model.train()
+
+
+def _with_text_head(
+    model: Sam, init_weights: dict[str, torch.Tensor] | None, config: TrainConfig
+) -> dict[str, torch.Tensor] | None:
+    """Give `model` a text head when the run trains text prompts or `init_weights` has one;
+    returns `init_weights` with a fresh head's tensors added where they have none."""
+    head = None if init_weights is None else init_weights.get(TEXT_HEAD_PREFIX + "layers.0.weight")
+    if not config.text_encoder and head is None:
+        return init_weights
+    dim = get_text_encoder(config.text_encoder).dim if config.text_encoder else None
+    if head is not None and dim is not None and head.shape[1] != dim:
+        raise ValueError(
+            f"the init weights' text head reads {head.shape[1]}-d vectors but text encoder "
+            f"{config.text_encoder!r} gives {dim}-d ones"
+        )
+    model.prompt_encoder.enable_text(dim if dim is not None else int(head.shape[1]))  # type: ignore[union-attr]
+    model.text_encoder = config.text_encoder or None
+    if init_weights is None or head is not None:
+        return init_weights
+    fresh = {k: v for k, v in model.state_dict().items() if k.startswith(TEXT_HEAD_PREFIX)}
+    return {**init_weights, **fresh}
 
 
 def _with_fresh_rest(
@@ -244,9 +268,17 @@ def train(
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                 str(path),
-                metadata={VARIANT_KEY: config.model},
+                metadata=model_metadata(model, config.model),
             )
     return model
+
+
+def model_metadata(model: Sam, variant: str) -> dict[str, str]:
+    """The safetensors metadata of a trained model: its variant, and its text encoder."""
+    meta = {VARIANT_KEY: variant}
+    if model.text_encoder:
+        meta[TEXT_ENCODER_KEY] = model.text_encoder
+    return meta
 
 
 def _same_past_schedule(config: TrainConfig, saved: dict[str, Any], step: int) -> bool:

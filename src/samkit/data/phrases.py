@@ -1,0 +1,162 @@
+"""Words for synthetic scenes: each object's colour, shape, texture and size words, and the
+phrases that name it uniquely in its scene ("the red disc", "the inset of the blue panel",
+"all the stars"), with synonyms and word-order variants.
+
+Synonyms come in two sets: the training set and a held-out set that only evaluation uses
+(`heldout=True`), to measure whether a text prompt carries over to words it never saw.
+A phrase is produced only when it names exactly one mask of its scene: a second red disc
+makes "the red disc" ambiguous, so neither disc gets it (the pair may still be "all the red
+discs" when they form a group). Everything is a pure function of the scene and the rng.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from .synthetic import Colour, Scene, SceneObject
+
+# name -> (training synonyms, held-out synonyms)
+COLOUR_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "red": (("red", "scarlet"), ("crimson",)),
+    "orange": (("orange",), ("amber",)),
+    "yellow": (("yellow",), ("golden",)),
+    "green": (("green",), ("emerald",)),
+    "cyan": (("cyan", "turquoise"), ("aqua",)),
+    "blue": (("blue",), ("azure",)),
+    "purple": (("purple", "violet"), ("lilac",)),
+    "pink": (("pink", "magenta"), ("rose",)),
+    "brown": (("brown",), ("chocolate",)),
+    "black": (("black",), ("ebony",)),
+    "white": (("white",), ("ivory",)),
+    "grey": (("grey", "gray"), ("silver",)),
+}
+SHAPE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "disc": (("disc", "circle", "round shape"), ("disk",)),
+    "ellipse": (("ellipse", "oval"), ("elliptical shape",)),
+    "polygon": (("polygon", "angular shape"), ("many-sided shape",)),
+    "star": (("star", "star shape"), ("pentagram",)),
+    "rounded_rect": (("rectangle", "rounded rectangle", "box"), ("rounded square",)),
+    "blob": (("blob", "splotch"), ("irregular shape",)),
+}
+TEXTURE_WORDS = {
+    "flat": "plain",
+    "stripes": "striped",
+    "checkers": "checkered",
+    "noise": "mottled",
+    "gradient": "shaded",
+}
+PART_WORDS = (("inset", "inner part"), ("centre piece",))
+# Phrase kinds, as the text evaluation reports them.
+KINDS = ("colour+shape", "colour", "shape", "group", "part")
+
+
+@dataclass(frozen=True)
+class Words:
+    """What an object looks like, in words: one of COLOUR_WORDS, SHAPE_WORDS (or "group"),
+    TEXTURE_WORDS' values, and "small" / "medium" / "large"."""
+
+    colour: str
+    shape: str
+    texture: str
+    size: str
+
+
+@dataclass(frozen=True)
+class Phrase:
+    text: str
+    target: int  # index into the scene's objects (and masks)
+    kind: str  # one of KINDS
+
+
+def colour_name(rgb: Colour) -> str:
+    """The basic colour name of an RGB colour (hue bands, with black/white/grey for dark or
+    unsaturated colours and brown for dark orange)."""
+    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    hue = 360 * h
+    if v < 0.25:
+        return "black"
+    if s < 0.2:
+        return "white" if v > 0.8 else "grey"
+    if hue < 15 or hue >= 335:
+        return "red"
+    if hue < 45:
+        return "brown" if v < 0.6 else "orange"
+    for limit, name in ((70, "yellow"), (165, "green"), (200, "cyan"), (255, "blue")):
+        if hue < limit:
+            return name
+    return "purple" if hue < 290 else "pink"
+
+
+def words(obj: SceneObject, image_area: int) -> Words:
+    """The words of a scene object; size from the fraction of the image its mask covers."""
+    fraction = float(obj.mask.sum()) / image_area
+    size = "small" if fraction < 0.01 else "large" if fraction > 0.05 else "medium"
+    return Words(colour_name(obj.colour), obj.shape, TEXTURE_WORDS[obj.texture], size)
+
+
+def plural(noun: str) -> str:
+    head, _, last = noun.rpartition(" ")
+    last = last + "es" if last.endswith(("x", "s")) else last + "s"
+    return f"{head} {last}" if head else last
+
+
+def scene_phrases(scene: Scene, rng: np.random.Generator, *, heldout: bool = False) -> list[Phrase]:
+    """Every unambiguous phrase of `scene`, one per (object, kind), with synonyms and word
+    order drawn from `rng` (from the held-out synonyms when `heldout`)."""
+    area = scene.image.shape[0] * scene.image.shape[1]
+    look = [words(o, area) for o in scene.objects]
+    pick = 1 if heldout else 0
+
+    def colour(i: int) -> str:
+        return str(rng.choice(COLOUR_WORDS[look[i].colour][pick]))
+
+    def shape(i: int) -> str:
+        return str(rng.choice(SHAPE_WORDS[look[i].shape][pick]))
+
+    single = [i for i, o in enumerate(scene.objects) if o.kind != "group"]
+    by_both = Counter((look[i].colour, look[i].shape) for i in single)
+    by_colour = Counter(look[i].colour for i in single)
+    by_shape = Counter(look[i].shape for i in single)
+    wholes = {whole for _, whole in scene.parts}
+    out: list[Phrase] = []
+    for i in single:
+        if i in wholes:
+            continue  # "the blue panel" also names its inset's pixels: only via its part
+        if by_both[look[i].colour, look[i].shape] == 1:
+            out.append(Phrase(_describe(rng, colour(i), shape(i), look[i]), i, "colour+shape"))
+        if by_colour[look[i].colour] == 1:
+            noun = str(rng.choice(["object", "shape", "one"]))
+            out.append(Phrase(str(rng.choice([f"the {colour(i)} {noun}", colour(i)])), i, "colour"))
+        if by_shape[look[i].shape] == 1:
+            out.append(Phrase(str(rng.choice([f"the {shape(i)}", shape(i)])), i, "shape"))
+    for part, whole in scene.parts:
+        if by_both[look[whole].colour, look[whole].shape] == 1:
+            noun = str(rng.choice(PART_WORDS[pick]))
+            owner = f"{colour(whole)} {shape(whole)}"
+            text = str(rng.choice([f"the {noun} of the {owner}", f"the {owner}'s {noun}"]))
+            out.append(Phrase(text, part, "part"))
+    for group, members in scene.groups:
+        key = (look[members[0]].colour, look[members[0]].shape)
+        if by_both[key] == len(members):  # every such object of the scene is in the group
+            things = plural(f"{colour(members[0])} {shape(members[0])}")
+            text = str(rng.choice([f"all the {things}", f"the group of {things}", things]))
+            out.append(Phrase(text, group, "group"))
+    return out
+
+
+def _describe(rng: np.random.Generator, colour: str, shape: str, look: Words) -> str:
+    """A colour+shape phrase in one of several word orders, sometimes with a size or texture."""
+    templates = [
+        f"{colour} {shape}",
+        f"the {colour} {shape}",
+        f"a {colour} {shape}",
+        f"the {shape} that is {colour}",
+        f"{shape}, {colour}",
+        f"the {look.size} {colour} {shape}",
+        f"the {look.texture} {colour} {shape}",
+    ]
+    return str(rng.choice(templates))
