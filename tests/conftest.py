@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +206,13 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def forward_backward() -> Callable[[torch.nn.Module], None]:
     return _forward_backward
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The annotator on one scene, served on 127.0.0.1, with headless Chromium on it (the
+    browser tests' kit, tests/browser_kit.py)."""
+    from browser_kit import annotator
+
+    with annotator(tmp_path) as state:
+        yield state

@@ -6,7 +6,9 @@ chromedriver, so selenium-manager never downloads anything.
 
 `python tests/test_serve_browser.py docs/img/annotator.png [--model NAME|PATH]` runs the same
 session (seeded `samkit_tiny` by default), clicks a second object and saves the screenshot
-for the README.
+for the README; with `--text PHRASE` (docs/img/annotator_text.png) it segments by the phrase
+and refines with a click instead, on a model with a text head (default: samkit_default with a
+fresh, untrained one).
 """
 
 from __future__ import annotations
@@ -21,124 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
+from browser_kit import (  # the kit the browser tests share
+    MASK_SHOWN,
+    annotator,
+    click_at,
+    keys,
+    needs_chromium,
+    pick_point,
+    scene,
+    segment_by_text,
+    text_model,
+    wait_for,
+)
 from PIL import Image
 
-from samkit import load
-from samkit.build import build_samkit_tiny, seeded_init_
 from samkit.io import annotation_to_mask, read_coco
 from samkit.rle import decode_coco_rle, encode_coco_rle
-from samkit.serve import background, create_app
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-needs_chromium = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-    reason="needs Debian chromium and chromium-driver (apt-get install chromium chromium-driver)",
-)
-
-
-def scene(height: int = 240, width: int = 320) -> np.ndarray:
-    """A noisy background with a red rectangle and a blue disc."""
-    rng = np.random.default_rng(1)
-    img = rng.integers(90, 160, size=(height, width, 3), dtype=np.uint8)
-    img[50:170, 40:150] = (220, 30, 30)
-    yy, xx = np.mgrid[:height, :width]
-    img[(yy - 120) ** 2 + (xx - 240) ** 2 < 50**2] = (30, 60, 220)
-    return img
-
-
-def chrome(profile: Path) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,800",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-def wait_for(driver: Any, script: str, timeout: float = 60.0) -> Any:
-    """Poll until the JavaScript expression `script` is truthy; returns its value."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(
-        lambda d: d.execute_script(f"return {script}")
-    )
-
-
-def pick_point(client: Any, image_id: str) -> tuple[int, int]:
-    """A point on the red rectangle whose best mask (seeded model) contains it, if any."""
-    for x, y in [(95, 110), (70, 80), (120, 140), (60, 150), (130, 60)]:
-        r = client.post(f"/api/images/{image_id}/predict", json={"points": [[x, y]], "labels": [1]})
-        best = r.json()["masks"][r.json()["best"]]
-        mask = decode_coco_rle(best["segmentation"])
-        if mask[y, x] and best["area"] < mask.size * 0.9:
-            return x, y
-    return 95, 110
-
-
-@contextmanager
-def annotator(tmp_path: Path, model: str = "samkit_tiny") -> Iterator[dict[str, Any]]:
-    """A folder with one scene, the app on it served on 127.0.0.1, and a browser."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    Image.fromarray(scene()).save(folder / "scene.png")
-    sam = seeded_init_(build_samkit_tiny(), seed=0) if model == "samkit_tiny" else load(model)
-    app = create_app(folder, sam, model_name=model)
-    with background(app) as url:
-        driver = chrome(tmp_path / "profile")
-        try:
-            yield {"url": url, "folder": folder, "app": app, "driver": driver}
-        finally:
-            driver.quit()
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with annotator(tmp_path) as state:
-        yield state
-
-
-def click_at(driver: Any, x: float, y: float, *, right: bool = False) -> None:
-    """Click image pixel (x, y) of the page's canvas (320 px wide image)."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
-    canvas = driver.find_element(By.ID, "canvas")
-    scale = canvas.size["width"] / 320
-    chain = ActionChains(driver).move_to_element_with_offset(  # offsets from the centre
-        canvas,
-        int((x + 0.5) * scale - canvas.size["width"] / 2),
-        int((y + 0.5) * scale - canvas.size["height"] / 2),
-    )
-    (chain.context_click() if right else chain.click()).perform()
-
-
-def keys(driver: Any, *sequence: str, shift: bool = False) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
-
-    chain = ActionChains(driver)
-    if shift:
-        chain = chain.key_down(Keys.SHIFT)
-    chain = chain.send_keys(*sequence)
-    if shift:
-        chain = chain.key_up(Keys.SHIFT)
-    chain.perform()
-
-
-MASK_SHOWN = "window.samkit.state.result && document.body.dataset.state === 'ready'"
 
 
 def annotate_and_export(session: dict[str, Any], screenshot: Path) -> dict[str, Any]:
@@ -451,15 +351,21 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("screenshot", nargs="?", default="docs/img/annotator.png")
-    ap.add_argument("--model", default="samkit_tiny", help="model name or weights file")
+    ap.add_argument("--model", default=None, help="model name or weights file")
+    ap.add_argument("--text", metavar="PHRASE", help="segment by a phrase, refine with a click")
     args = ap.parse_args()
     screenshot = args.screenshot
     with tempfile.TemporaryDirectory() as tmp:
-        with annotator(Path(tmp), args.model) as state:
-            annotate_and_export(state, Path(tmp) / "shot.png")
-            click_at(state["driver"], 240, 120)  # a live mask next to the accepted object
-            wait_for(state["driver"], MASK_SHOWN)
-            state["driver"].save_screenshot(str(Path(tmp) / "shot.png"))
+        if args.text:
+            with annotator(Path(tmp), args.model or text_model(Path(tmp))) as state:
+                segment_by_text(state, args.text, (95, 110))
+                state["driver"].save_screenshot(str(Path(tmp) / "shot.png"))
+        else:
+            with annotator(Path(tmp), args.model or "samkit_tiny") as state:
+                annotate_and_export(state, Path(tmp) / "shot.png")
+                click_at(state["driver"], 240, 120)  # a live mask next to the accepted object
+                wait_for(state["driver"], MASK_SHOWN)
+                state["driver"].save_screenshot(str(Path(tmp) / "shot.png"))
         shutil.copy(Path(tmp) / "shot.png", screenshot)
     print(json.dumps({"screenshot": screenshot}))
 

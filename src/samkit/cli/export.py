@@ -14,9 +14,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="export the prompt encoder + mask decoder (and the image encoder) to ONNX",
         description="Write the decoder as an ONNX graph with the official segment_anything "
         "export's inputs (image_embeddings, point_coords, point_labels, mask_input, "
-        "has_mask_input, orig_im_size) and outputs (masks, iou_predictions, low_res_masks).",
-        epilog="example:\n  samkit export-onnx --model vit_b --out decoder.onnx "
-        "--encoder-out encoder.onnx",
+        "has_mask_input, orig_im_size) and outputs (masks, iou_predictions, low_res_masks). "
+        "With --text the graph takes one more input, text_embeddings: (1, D) float32, a "
+        "phrase's vector from the model's text encoder, or (0, D) for a prompt without text.",
+        epilog="examples:\n  samkit export-onnx --model vit_b --out decoder.onnx "
+        "--encoder-out encoder.onnx\n"
+        "  samkit export-onnx --model text_model.safetensors --text --out decoder_text.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_argument(p)
@@ -42,6 +45,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="also output stability_scores and areas",
     )
     p.add_argument(
+        "--text",
+        action="store_true",
+        help="add the text_embeddings input (needs a model with a text head)",
+    )
+    p.add_argument(
         "--int8",
         action="store_true",
         help="also write each graph with int8 weights (onnxruntime dynamic quantization) "
@@ -55,6 +63,11 @@ def _export(args: argparse.Namespace) -> int:
     from ..export import export_decoder, export_encoder, quantize_dynamic_int8
 
     model = load(args.model).eval()
+    if args.text and model.prompt_encoder.text_projection is None:
+        raise ValueError(
+            f"--text: {args.model} has no text head (prompt_encoder.text_projection), so its "
+            "decoder cannot take text; export without --text, or give a model trained with text"
+        )
     written = []
     path = export_decoder(
         model,
@@ -63,6 +76,7 @@ def _export(args: argparse.Namespace) -> int:
         use_stability_score=args.use_stability_score,
         return_extra_metrics=args.return_extra_metrics,
         opset=args.opset,
+        text_input=args.text,
     )
     written.append(("decoder", path))
     if args.encoder_out:

@@ -1,4 +1,4 @@
-"""`samkit segment`: one object from points and/or a box, to a PNG mask."""
+"""`samkit segment`: one object from points, a box and/or a phrase, to a PNG mask."""
 
 from __future__ import annotations
 
@@ -20,14 +20,18 @@ from .arguments import (
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment",
-        help="segment one object in an image from points and/or a box",
+        help="segment one object in an image from points, a box and/or a phrase",
         description="Segment the object at the given prompts and write its mask as a PNG. "
         "Prints the predicted IoU (score) of the chosen mask.",
         epilog="examples:\n  samkit segment photo.jpg --point 420,310 --out mask.png\n"
         "  samkit segment photo.jpg --model vit_b --point 420,310 --neg 100,80 --multimask \\\n"
-        "      --out mask.png --overlay overlay.png\n\n"
+        "      --out mask.png --overlay overlay.png\n"
+        "  samkit segment shapes.png --model text_model.safetensors --text 'red disc' "
+        "--out mask.png\n\n"
         "Points and boxes are in pixels, X to the right and Y down from the top-left corner,\n"
-        "and must lie inside the image: 0 <= X <= width, 0 <= Y <= height.",
+        "and must lie inside the image: 0 <= X <= width, 0 <= Y <= height.\n"
+        "--text needs a model with a text head (trained for text prompts); a phrase names one\n"
+        "object, so it gives one mask unless --multimask is given.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("image", help="image file (any format Pillow reads)")
@@ -52,6 +56,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--box", type=xyxy, metavar="X0,Y0,X1,Y1", help="box in pixels: top-left, bottom-right"
     )
     p.add_argument(
+        "--text",
+        metavar="PHRASE",
+        help="a phrase naming the object, e.g. 'red disc' (alone or with points/box; "
+        "needs a model with a text head)",
+    )
+    p.add_argument(
         "--multimask",
         action="store_true",
         help="predict 3 candidate masks and keep the highest-scoring one",
@@ -73,8 +83,12 @@ def _segment(args: argparse.Namespace) -> int:
     from ..io.render import render_overlay, save_image, save_mask_png
     from ..loading import SEEDED_VARIANTS
 
-    if not args.point and not args.neg and args.box is None:
-        raise ValueError("give at least one prompt: --point X,Y, --neg X,Y or --box X0,Y0,X1,Y1")
+    if not args.point and not args.neg and args.box is None and args.text is None:
+        raise ValueError(
+            "give at least one prompt: --point X,Y, --neg X,Y, --box X0,Y0,X1,Y1 or --text PHRASE"
+        )
+    if args.text is not None and not args.text.strip():
+        raise ValueError("--text is empty; give a phrase such as --text 'red disc'")
     image = load_image(args.image, max_pixels=args.max_pixels)
     _check_inside(args, image.shape[1], image.shape[0])  # before the model loads
     if args.model in SEEDED_VARIANTS:
@@ -84,13 +98,22 @@ def _segment(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     predictor = SamPredictor(load(args.model, device=args.device))
+    if args.text is not None:  # the text head and the phrase's length, before the image's work
+        try:
+            predictor.encode_text([args.text])
+        except ValueError as err:
+            raise ValueError(f"--text with --model {args.model}: {err}") from None
     predictor.set_image(image)
     points = args.point + args.neg
     coords = np.array(points, dtype=float) if points else None
     labels = np.array([1] * len(args.point) + [0] * len(args.neg)) if points else None
     box = np.array(args.box) if args.box is not None else None
     masks, scores, _ = predictor.predict(
-        point_coords=coords, point_labels=labels, box=box, multimask_output=args.multimask
+        point_coords=coords,
+        point_labels=labels,
+        box=box,
+        multimask_output=args.multimask,
+        text=args.text,
     )
     best = int(np.argmax(scores))
     save_mask_png(masks[best], args.out)

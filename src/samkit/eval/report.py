@@ -1,13 +1,18 @@
 """mIoU after k clicks over a dataset, per group with 95% confidence intervals (the paper's
-fairness table), written as markdown, CSV and a PNG plot of mIoU against clicks."""
+fairness table), written as markdown, CSV and a PNG plot of mIoU against clicks; over several
+datasets, a summary with a row (and a line) per dataset, then each dataset's groups (the
+paper's per-dataset comparison, §7.1)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import itertools
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +24,12 @@ from .clicks import run_protocol
 
 Z_95 = 1.959964  # two-sided 95% quantile of the normal distribution
 ALL = "all"
+# Under the click eval's tables: which mask each column scores (the paper's oracle, §7.1).
+LEGEND = (
+    "mIoU@k: mean IoU after k clicks of the mask the model picks by its predicted IoU; "
+    "oracle@1: after the first click, the best of its 3 masks against the ground truth; "
+    "± the 95% confidence interval; n: objects."
+)
 
 
 @dataclass(frozen=True)
@@ -100,9 +111,10 @@ def summarize(scores: Scores, clicks: Sequence[int]) -> list[Row]:
     return rows
 
 
-def to_markdown(rows: Sequence[Row]) -> str:
+def to_markdown(rows: Sequence[Row], *, label: str = "group") -> str:
+    """A markdown table, one line per row; `label` heads the first column."""
     clicks = list(rows[0].miou)
-    head = ["group", "n", *(f"mIoU@{k}" for k in clicks), "oracle@1"]
+    head = [label, "n", *(f"mIoU@{k}" for k in clicks), "oracle@1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.group, str(r.n), *(_pm(*r.miou[k]) for k in clicks), _pm(*r.oracle_first)]
@@ -111,11 +123,21 @@ def to_markdown(rows: Sequence[Row]) -> str:
 
 
 def write_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
-    clicks = list(rows[0].miou)
+    """One line per row: group, n, miou@k..., ci95@k..., oracle@1, oracle_ci95@1."""
+    _write_rows({"": rows}, path, named=False)
+
+
+def _write_rows(
+    tables: Mapping[str, Sequence[Row]], path: str | os.PathLike[str], *, named: bool
+) -> None:
+    """`write_csv`'s columns for each table's rows, `named`: after a "dataset" column that
+    holds the table's name."""
+    clicks = list(next(iter(tables.values()))[0].miou)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
+                *(["dataset"] if named else []),
                 "group",
                 "n",
                 *(f"miou@{k}" for k in clicks),
@@ -124,17 +146,77 @@ def write_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
                 "oracle_ci95@1",
             ]
         )
-        for r in rows:
-            writer.writerow(
-                [
-                    r.group,
-                    r.n,
-                    *(f"{r.miou[k][0]:.4f}" for k in clicks),
-                    *(f"{r.miou[k][1]:.4f}" for k in clicks),
-                    f"{r.oracle_first[0]:.4f}",
-                    f"{r.oracle_first[1]:.4f}",
-                ]
-            )
+        for name, rows in tables.items():
+            for r in rows:
+                writer.writerow(
+                    [
+                        *([name] if named else []),
+                        r.group,
+                        r.n,
+                        *(f"{r.miou[k][0]:.4f}" for k in clicks),
+                        *(f"{r.miou[k][1]:.4f}" for k in clicks),
+                        f"{r.oracle_first[0]:.4f}",
+                        f"{r.oracle_first[1]:.4f}",
+                    ]
+                )
+
+
+def evaluate_datasets(
+    model: Sam,
+    datasets: Mapping[str, Iterable[EvalItem]],
+    clicks: Sequence[int],
+    *,
+    random_first_seed: int | None = None,
+) -> dict[str, list[Row]]:
+    """`evaluate` then `summarize` each named dataset, in order: name -> its rows. Each
+    dataset starts from the same `random_first_seed`, so its rows are those of a run on it
+    alone. Interrupted, the `Interrupted` names the dataset in flight when there are several."""
+    tables: dict[str, list[Row]] = {}
+    for name, items in datasets.items():
+        try:
+            scores = evaluate(model, items, max(clicks), random_first_seed=random_first_seed)
+        except Interrupted as stop:
+            if len(datasets) == 1:
+                raise
+            done = f"{name}: {stop.done} ({len(tables)} of {len(datasets)} datasets done)"
+            raise Interrupted(stop.signum, done) from None
+        tables[name] = summarize(scores, clicks)
+    return tables
+
+
+def dataset_summary(tables: Mapping[str, Sequence[Row]]) -> list[Row]:
+    """One row per dataset: its "all" row, named after the dataset."""
+    return [
+        dataclasses.replace(next(r for r in rows if r.group == ALL), group=name)
+        for name, rows in tables.items()
+    ]
+
+
+def results_markdown(tables: Mapping[str, Sequence[Row]]) -> str:
+    """The click eval's results.md: one dataset's table, or for several a summary table (a
+    row per dataset) then each dataset's table under its name; `LEGEND` under the first."""
+    if len(tables) == 1:
+        return to_markdown(next(iter(tables.values()))) + f"\n{LEGEND}\n"
+    parts = [to_markdown(dataset_summary(tables), label="dataset"), f"\n{LEGEND}\n"]
+    for name, rows in tables.items():
+        parts.append(f"\n## {name}\n\n{to_markdown(rows)}")
+    return "".join(parts)
+
+
+def write_results(tables: Mapping[str, Sequence[Row]], out: str | os.PathLike[str]) -> None:
+    """results.md, results.csv and miou.png in the folder `out`: one dataset's groups, or for
+    several datasets every dataset's groups (a "dataset" column first) and one line each."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "results.md") as tmp:
+        tmp.write_text(results_markdown(tables))
+    if len(tables) == 1:
+        rows = next(iter(tables.values()))
+        write_csv(rows, folder / "results.csv")
+        plot_png(rows, folder / "miou.png")
+    else:
+        _write_rows(tables, folder / "results.csv", named=True)
+        plot_png(dataset_summary(tables), folder / "miou.png")
 
 
 def _pm(mean: float, half: float) -> str:
@@ -157,16 +239,46 @@ def plot_png(
     rows: Sequence[Row], path: str | os.PathLike[str], size: tuple[int, int] = (640, 420)
 ) -> None:
     """mIoU (with 95% CI bars) against clicks, one line per group, drawn with Pillow."""
+    clicks = list(rows[0].miou)
+    lines = [
+        Line(
+            f"{row.group} (n={row.n})",
+            [row.miou[k][0] for k in clicks],
+            [row.miou[k][1] for k in clicks],
+        )
+        for row in rows
+    ]
+    line_plot(path, [str(k) for k in clicks], lines, x_label="clicks", y_label="mIoU", size=size)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of `line_plot`: its legend text, a value in 0..1 at each x tick (NaN: none
+    there), and the half-height of an error bar at each (None: no bars)."""
+
+    label: str
+    values: Sequence[float]
+    errors: Sequence[float] | None = None
+
+
+def line_plot(
+    path: str | os.PathLike[str],
+    ticks: Sequence[str],
+    lines: Sequence[Line],
+    *,
+    x_label: str,
+    y_label: str,
+    size: tuple[int, int] = (640, 420),
+) -> None:
+    """Lines of values in 0..1 at evenly spaced x ticks, with a legend on the right, drawn
+    with Pillow and written as a PNG."""
     from PIL import Image, ImageDraw
 
     w, h = size
     left, right, top, bottom = 60, 150, 20, 50
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
-    clicks = list(rows[0].miou)
-    x_of = {
-        k: left + (w - left - right) * (i / max(1, len(clicks) - 1)) for i, k in enumerate(clicks)
-    }
+    xs = [left + (w - left - right) * (i / max(1, len(ticks) - 1)) for i in range(len(ticks))]
 
     def y_of(v: float) -> float:
         return top + (h - top - bottom) * (1.0 - v)
@@ -175,22 +287,27 @@ def plot_png(
     for tick in np.linspace(0, 1, 6):
         draw.line([(left - 4, y_of(tick)), (left, y_of(tick))], fill="black")
         draw.text((left - 34, y_of(tick) - 6), f"{tick:.1f}", fill="black")
-    for k, x in x_of.items():
-        draw.text((x - 3, h - bottom + 6), str(k), fill="black")
-    draw.text(((left + w - right) / 2 - 20, h - 22), "clicks", fill="black")
-    draw.text((4, top - 14), "mIoU", fill="black")
-    for i, row in enumerate(rows):
+    for tick, x in zip(ticks, xs, strict=True):
+        draw.text((x - 3 * len(tick), h - bottom + 6), tick, fill="black")
+    draw.text(((left + w - right) / 2 - 3 * len(x_label), h - 22), x_label, fill="black")
+    draw.text((4, top - 14), y_label, fill="black")
+    for i, line in enumerate(lines):
         colour = PLOT_COLOURS[i % len(PLOT_COLOURS)]
-        points = [(x_of[k], y_of(row.miou[k][0])) for k in clicks]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for k, (x, y) in zip(clicks, points, strict=True):
-            half = row.miou[k][1]
-            draw.line(
-                [(x, y_of(row.miou[k][0] - half)), (x, y_of(row.miou[k][0] + half))], fill=colour
-            )
+        points = [
+            (x, y_of(v)) if math.isfinite(v) else None for x, v in zip(xs, line.values, strict=True)
+        ]
+        for a, b in itertools.pairwise(points):
+            if a is not None and b is not None:
+                draw.line([a, b], fill=colour, width=2)
+        for j, point in enumerate(points):
+            if point is None:
+                continue
+            x, y = point
+            if line.errors is not None:
+                v, half = line.values[j], line.errors[j]
+                draw.line([(x, y_of(v - half)), (x, y_of(v + half))], fill=colour)
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-        draw.text((w - right + 10, top + 16 * i), f"{row.group} (n={row.n})", fill=colour)
+        draw.text((w - right + 10, top + 16 * i), line.label, fill=colour)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
 

@@ -17,12 +17,20 @@ Meta's ONNX decoder (the web demo, third-party apps) accept samkit's:
            low_res_masks    (1, T, 4He, 4We) float32 logits
   T is 4 (single-mask token, then the 3 multimask outputs) or 1 with return_single_mask.
   return_extra_metrics adds stability_scores (1, T) and areas (1, T) after iou_predictions.
+
+With text_input (a model with a text head, `samkit export-onnx --text`) one more input follows:
+           text_embeddings  (K, D) float32: K = 1 for a phrase's text-encoder vector (the
+                            encoder the graph's metadata names, `samkit.text`), K = 0 for a
+                            prompt without text
+  The model's text projection turns it into one more sparse token after the points, as
+  `PromptEncoder` does. A text-only prompt takes no points: point_coords (1, 0, 2).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +38,13 @@ from torch import nn
 
 from ..masks import calculate_stability_score
 from ..modeling import Sam
+from .runtime import (
+    IMAGE_FORMAT_KEY,
+    IMG_SIZE_KEY,
+    MASK_THRESHOLD_KEY,
+    TEXT_ENCODER_KEY,
+    TEXT_INPUT,
+)
 
 DECODER_INPUTS = (
     "image_embeddings",
@@ -56,13 +71,23 @@ class SamOnnxModel(nn.Module):
         return_single_mask: bool,
         use_stability_score: bool = False,
         return_extra_metrics: bool = False,
+        *,
+        text_input: bool = False,
     ) -> None:
         """return_single_mask: keep only the best mask (the single-mask token when there are
-        more than 2 points, padding included; else the multimask output of highest score).
+        more than 2 prompt tokens, padding and text included; else the multimask output of
+        highest score).
         use_stability_score: replace predicted IoUs by stability scores of the low-res masks
         (at `stability_score_offset`, 1.0 as in the official export).
         return_extra_metrics: also return stability scores and areas of the full-size masks.
+        text_input: run `forward_with_text`, which also takes text_embeddings, instead of
+        `forward` (the model must have a text head).
         """
+        if text_input and model.prompt_encoder.text_projection is None:
+            raise ValueError(
+                "text_input needs a model with a text head (prompt_encoder.text_projection); "
+                "this one takes points, boxes and masks only"
+            )
         super().__init__()
         self.mask_decoder = model.mask_decoder
         self.model = model
@@ -71,6 +96,7 @@ class SamOnnxModel(nn.Module):
         self.use_stability_score = use_stability_score
         self.stability_score_offset = 1.0
         self.return_extra_metrics = return_extra_metrics
+        self.text_input = text_input
 
     @staticmethod
     def resize_longest_image_size(
@@ -90,6 +116,12 @@ class SamOnnxModel(nn.Module):
         for i, table in enumerate(prompt_encoder.point_embeddings):
             emb = emb + (labels == i).to(emb.dtype) * table.weight  # type: ignore[operator]
         return emb
+
+    def _embed_text(self, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """(1, K, C) tokens of K = 1 or 0 text vectors (K, D)."""
+        projection = self.model.prompt_encoder.text_projection
+        assert projection is not None  # checked in __init__
+        return projection(text_embeddings).unsqueeze(0)
 
     def _embed_masks(self, input_mask: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
         prompt_encoder = self.model.prompt_encoder
@@ -129,7 +161,48 @@ class SamOnnxModel(nn.Module):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
+        # The official parameters only: torch's TorchScript exporter would pass any extra
+        # keyword parameter's default as one more positional input.
+        if self.text_input:
+            raise ValueError(
+                "this SamOnnxModel has text_input=True: call forward_with_text(..., "
+                "text_embeddings), or export it with export_decoder(..., text_input=True)"
+            )
+        return self._decode(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size
+        )
+
+    @torch.no_grad()
+    def forward_with_text(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+        text_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """`forward` with one more input, text_embeddings (K, D), K = 1 or 0 (see the module
+        docstring); only with text_input=True."""
+        if not self.text_input:
+            raise ValueError("forward_with_text needs a SamOnnxModel built with text_input=True")
+        prompts = (point_coords, point_labels, mask_input, has_mask_input)
+        return self._decode(image_embeddings, *prompts, orig_im_size, text_embeddings)
+
+    def _decode(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+        text_embeddings: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         sparse = self._embed_points(point_coords, point_labels)
+        if text_embeddings is not None:
+            sparse = torch.cat([sparse, self._embed_text(text_embeddings)], dim=1)
         dense = self._embed_masks(mask_input, has_mask_input)
         low_res, scores = self.mask_decoder.predict_masks(
             image_embeddings=image_embeddings,
@@ -141,13 +214,24 @@ class SamOnnxModel(nn.Module):
         if self.use_stability_score:
             scores = calculate_stability_score(low_res, threshold, self.stability_score_offset)
         if self.return_single_mask:
-            low_res, scores = self.select_masks(low_res, scores, point_coords.shape[1])
+            low_res, scores = self.select_masks(low_res, scores, sparse.shape[1])
         masks = self.mask_postprocessing(low_res, orig_im_size)
         if self.return_extra_metrics:
             stability = calculate_stability_score(masks, threshold, self.stability_score_offset)
             areas = (masks > threshold).sum(-1).sum(-1)
             return masks, scores, stability, areas, low_res
         return masks, scores, low_res
+
+
+class _TextInputDecoder(nn.Module):
+    """The module the exporter traces for a text_input SamOnnxModel: its forward_with_text."""
+
+    def __init__(self, decoder: SamOnnxModel) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.decoder.forward_with_text(*inputs)
 
 
 class _OnnxEncoder(nn.Module):
@@ -178,6 +262,16 @@ def decoder_example_inputs(model: Sam, num_points: int = 3) -> tuple[torch.Tenso
     )
 
 
+def text_example_input(model: Sam) -> torch.Tensor:
+    """A (1, D) unit vector, as a text encoder gives, for the text_embeddings input."""
+    projection = model.prompt_encoder.text_projection
+    if projection is None:
+        raise ValueError("the model has no text head (prompt_encoder.text_projection)")
+    dim = cast(nn.Linear, projection.layers[0]).in_features
+    text = torch.randn(1, dim, generator=torch.Generator().manual_seed(1))
+    return F.normalize(text, dim=-1)
+
+
 def export_decoder(
     model: Sam,
     path: str | os.PathLike[str],
@@ -186,27 +280,39 @@ def export_decoder(
     use_stability_score: bool = False,
     return_extra_metrics: bool = False,
     opset: int = DEFAULT_OPSET,
+    text_input: bool = False,
 ) -> Path:
-    """Write the decoder graph (see the module docstring) to `path`; returns the path."""
+    """Write the decoder graph (see the module docstring) to `path`; returns the path.
+    text_input adds the text_embeddings input (ValueError for a model without a text head)."""
     decoder = SamOnnxModel(
         model,
         return_single_mask=return_single_mask,
         use_stability_score=use_stability_score,
         return_extra_metrics=return_extra_metrics,
+        text_input=text_input,
     ).eval()
     outputs = list(DECODER_OUTPUTS)
     if return_extra_metrics:
         outputs[2:2] = ["stability_scores", "areas"]
     points = {1: "num_points"}
+    dynamic_axes = {"point_coords": points, "point_labels": points}
+    module: nn.Module = decoder
+    inputs: tuple[str, ...] = DECODER_INPUTS
+    example = decoder_example_inputs(model)
+    if text_input:
+        module = _TextInputDecoder(decoder)
+        inputs += (TEXT_INPUT,)
+        example += (text_example_input(model),)
+        dynamic_axes[TEXT_INPUT] = {0: "num_texts"}
     return _export(
-        decoder,
-        decoder_example_inputs(model),
+        module,
+        example,
         path,
-        DECODER_INPUTS,
+        inputs,
         outputs,
-        {"point_coords": points, "point_labels": points},
+        dynamic_axes,
         opset,
-        _metadata(model),
+        _metadata(model, text_input=text_input),
     )
 
 
@@ -263,15 +369,17 @@ def _export(
     return path
 
 
-def _metadata(model: Sam) -> dict[str, str]:
-    """What `OnnxPredictor` needs to know about the model, stored in the graph."""
-    from .runtime import IMAGE_FORMAT_KEY, IMG_SIZE_KEY, MASK_THRESHOLD_KEY
-
-    return {
+def _metadata(model: Sam, *, text_input: bool = False) -> dict[str, str]:
+    """What `OnnxPredictor` needs to know about the model, stored in the graph; a text_input
+    graph also names the text encoder its text_embeddings come from."""
+    metadata = {
         IMG_SIZE_KEY: str(model.img_size),
         MASK_THRESHOLD_KEY: str(model.mask_threshold),
         IMAGE_FORMAT_KEY: model.image_format,
     }
+    if text_input and model.text_encoder:
+        metadata[TEXT_ENCODER_KEY] = model.text_encoder
+    return metadata
 
 
 def quantize_dynamic_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:

@@ -22,6 +22,8 @@ from ..transforms import ResizeLongestSide
 IMG_SIZE_KEY = "samkit_img_size"  # graph metadata written by samkit's exporter
 MASK_THRESHOLD_KEY = "samkit_mask_threshold"
 IMAGE_FORMAT_KEY = "samkit_image_format"
+TEXT_ENCODER_KEY = "samkit_text_encoder"  # the same key as in weights files' metadata
+TEXT_INPUT = "text_embeddings"  # the decoder input `samkit export-onnx --text` adds
 
 
 class OnnxPredictor:
@@ -30,6 +32,11 @@ class OnnxPredictor:
     encoder / decoder: paths of the graphs. img_size: the model's input size, read from the
     graphs' metadata when samkit exported them. threads: onnxruntime intra-op threads (None:
     its default). providers: onnxruntime execution providers (default: CPU).
+
+    A decoder exported with text input (`samkit export-onnx --text`) also takes text vectors:
+    `predict(..., text_embedding=v)`, where v is the phrase's vector from the text encoder
+    that `text_encoder` names (`samkit.text.get_text_encoder(name).encode([phrase])[0]`,
+    which needs torch); `text_dim` is its width (None for a decoder without text input).
     """
 
     def __init__(
@@ -61,6 +68,10 @@ class OnnxPredictor:
         self.img_size = int(img_size if img_size is not None else meta[IMG_SIZE_KEY])
         self.mask_threshold = float(meta.get(MASK_THRESHOLD_KEY, 0.0))
         self.image_format = meta.get(IMAGE_FORMAT_KEY, "RGB")
+        text_inputs = [i for i in self.decoder.get_inputs() if i.name == TEXT_INPUT]
+        self.text_dim: int | None = int(text_inputs[0].shape[1]) if text_inputs else None
+        self.text_encoder: str | None = meta.get(TEXT_ENCODER_KEY) if text_inputs else None
+        self._decoder_path = os.fspath(decoder)
         self.transform = ResizeLongestSide(self.img_size)
         self.reset_image()
 
@@ -96,14 +107,19 @@ class OnnxPredictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        text_embedding: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for prompts on the current image, as `SamPredictor.predict` returns them:
         masks (C, H, W) bool (float32 logits with return_logits), scores (C,) and low-res
-        logits (C, 4He, 4We) float32; C is 3 with multimask_output, else 1."""
+        logits (C, 4He, 4We) float32; C is 3 with multimask_output, else 1.
+        text_embedding: (D,) or (1, D) text-encoder vector of a phrase, alone or with the
+        other prompts; only for a decoder with text input (see the class docstring)."""
         if self.features is None or self.original_size is None:
             raise RuntimeError("call set_image before predict")
         mask_size = (4 * self.features.shape[2], 4 * self.features.shape[3])
         p = validate(point_coords, point_labels, box, mask_input, self.original_size, mask_size)
+        text = self._text_input(text_embedding)
         coords = np.zeros((0, 2))
         labels = np.zeros(0)
         if p.point_coords is not None and p.point_labels is not None:
@@ -113,13 +129,16 @@ class OnnxPredictor:
             corners = self.transform.apply_boxes(p.box, self.original_size).reshape(2, 2)
             coords = np.concatenate([coords, corners])
             labels = np.concatenate([labels, [2.0, 3.0]])
-        else:  # a padding point, as SAM's prompt encoder adds when there is no box
+        elif p.point_coords is not None or text_embedding is None:
+            # a padding point, as SAM's prompt encoder adds after points when there is no box
+            # (a prompt of text alone has none)
             coords = np.concatenate([coords, np.zeros((1, 2))])
             labels = np.concatenate([labels, [-1.0]])
         has_mask = p.mask_input is not None
         masks, scores, low_res = self.decoder.run(
             ["masks", "iou_predictions", "low_res_masks"],
             {
+                **text,
                 "image_embeddings": self.features,
                 "point_coords": coords[None].astype(np.float32),
                 "point_labels": labels[None].astype(np.float32),
@@ -139,3 +158,26 @@ class OnnxPredictor:
         if not return_logits:
             masks = masks > self.mask_threshold
         return masks, scores.astype(np.float32), low_res.astype(np.float32)
+
+    def _text_input(self, text_embedding: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The decoder's text_embeddings feed: (1, D) for a vector, (0, D) for none, nothing
+        for a decoder without text input; ValueError for a vector it cannot take."""
+        if self.text_dim is None:
+            if text_embedding is not None:
+                raise ValueError(
+                    f"{self._decoder_path} has no {TEXT_INPUT} input: export the decoder with "
+                    "`samkit export-onnx --text` (from a model with a text head)"
+                )
+            return {}
+        if text_embedding is None:
+            return {TEXT_INPUT: np.zeros((0, self.text_dim), dtype=np.float32)}
+        vector = np.asarray(text_embedding, dtype=np.float32)
+        if vector.shape not in ((self.text_dim,), (1, self.text_dim)):
+            raise ValueError(
+                f"text_embedding must be one ({self.text_dim},) text-encoder vector "
+                f"({self.text_encoder or 'the encoder the model was trained with'}); "
+                f"got shape {vector.shape}"
+            )
+        if not np.isfinite(vector).all():
+            raise ValueError("text_embedding has NaN or infinite values")
+        return {TEXT_INPUT: vector.reshape(1, self.text_dim)}

@@ -2,13 +2,13 @@
 
 Endpoints (all JSON unless said; the OpenAPI schema is at /openapi.json):
     GET    /                                  the annotator page (static files under /static)
-    GET    /api/info                          model, limits, export formats
+    GET    /api/info                          model, whether it takes text, limits, formats
     GET    /api/images                        images of the folder, with annotation counts
     POST   /api/images                        upload images (multipart fields "file")
     GET    /api/images/{id}                   one image's info
     GET    /api/images/{id}/image             the image as the model sees it (JPEG, upright)
     POST   /api/images/{id}/embed             compute (or find cached) the embedding
-    POST   /api/images/{id}/predict           prompts -> 3 (or 1) candidate masks
+    POST   /api/images/{id}/predict           prompts (points, box, text) -> 3 (or 1) masks
     POST   /api/images/{id}/everything        automatic mask generation
     GET    /api/images/{id}/annotations       list          POST  add one
     PATCH  /api/images/{id}/annotations/{n}   relabel       DELETE remove one
@@ -148,6 +148,8 @@ def create_app(
             "version": __version__,
             "model": model_name,
             "model_input_size": model.image_encoder.img_size,
+            "text": engine.text_encoder is not None,  # predict takes "text"
+            "text_encoder": engine.text_encoder,
             "max_body_bytes": max_body_bytes,
             "max_pixels": max_pixels,
             "max_upload_files": max_upload_files,
@@ -205,8 +207,8 @@ def create_app(
 
     @app.post("/api/images/{image_id}/predict")
     def predict(image_id: str, body: PredictRequest) -> dict[str, Any]:
-        if body.points is None and body.box is None:
-            raise ValueError("give at least one prompt: points (with labels) or a box")
+        if body.points is None and body.box is None and body.text is None:
+            raise ValueError("give at least one prompt: points (with labels), a box or a text")
         ref = body.mask_input
         pred = engine.predict(
             project.revision(image_id),
@@ -216,6 +218,7 @@ def create_app(
             box=None if body.box is None else np.array(body.box, dtype=float),
             mask_from=None if ref is None else (ref.token, ref.index),
             multimask_output=body.multimask,
+            text=body.text,
         )
         rles = mask_to_rle(torch.from_numpy(pred.masks))
         masks = [

@@ -16,6 +16,9 @@ Mask feedback (SAM's dense prompt): every prediction's low-res logits stay on th
 under a random token; the next request names `(token, index)` to feed candidate `index`
 back as `mask_input`, as the official notebooks do between clicks. Tokens live in a second
 byte-bounded LRU; an expired or foreign token is a ValueError the API turns into a 400.
+
+Text prompts: phrase vectors come from `samkit.text.encode_cached`, so the clicks that refine
+a phrase's mask, each sent with the phrase, do not encode it again.
 """
 
 from __future__ import annotations
@@ -126,6 +129,11 @@ class Engine:
         self.amg_changed = threading.Condition()  # notified when `amg_jobs` changes
         self.amg_jobs = 0  # AMG jobs submitted and not finished (queued or running)
 
+    @property
+    def text_encoder(self) -> str | None:
+        """The text encoder the model's text head reads, or None: the model takes no text."""
+        return self.model.text_encoder if self.model.takes_text else None
+
     def embedding_bytes(self, embedding: ImageEmbedding) -> int:
         """The memory that keeping `embedding` costs (the model's weights not counted)."""
         return kept_bytes(embedding, shared=_storage_keys(self.model))
@@ -159,12 +167,14 @@ class Engine:
         box: np.ndarray | None = None,
         mask_from: tuple[str, int] | None = None,
         multimask_output: bool = True,
+        text: str | None = None,
     ) -> Prediction:
         """Masks for prompts on image `key` (embedded first when needed).
 
         point_coords: (N, 2) (X, Y) pixels; point_labels: (N,) 1 foreground, 0 background;
         box: (4,) XYXY pixels; mask_from: (token, index) of an earlier prediction on this
-        image whose candidate `index` is fed back as the low-res mask prompt.
+        image whose candidate `index` is fed back as the low-res mask prompt; text: a phrase
+        naming the object (a model without a text head raises ValueError).
         Prompt errors (shapes, NaN, outside the image) raise ValueError.
         """
         predictor, _ = self.embed(key, load)
@@ -177,6 +187,7 @@ class Engine:
             mask_input=mask_input,
             multimask_output=multimask_output,
             return_logits=True,
+            text=text,
         )
         threshold = self.model.mask_threshold
         stability = calculate_stability_score(torch.from_numpy(logits), threshold, 1.0)

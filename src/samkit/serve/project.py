@@ -10,7 +10,9 @@ atomically after every change, so reopening the folder resumes where it was left
     {"file_name": "sub/a.jpg", "width": W, "height": H, "next_id": 4,
      "annotations": [{"id": 1, "label": "cat", "segmentation": {"size": [H, W], "counts": str},
                       "area": int, "bbox": [x, y, w, h], "predicted_iou": float,
-                      "stability_score": float, "point_coords": [[x, y]]}, ...]}
+                      "stability_score": float, "point_coords": [[x, y]],
+                      "text": "the phrase the mask was asked with" (only when there was one)},
+                     ...]}
 """
 
 from __future__ import annotations
@@ -159,7 +161,8 @@ class Project:
         """Check and store one annotation; returns it with its new id.
 
         fields: `label` (str), `segmentation` (COCO RLE, compressed or not, of the image's
-        size), optional `predicted_iou`, `stability_score` and `point_coords` ([[x, y]]).
+        size), optional `predicted_iou`, `stability_score`, `point_coords` ([[x, y]]) and
+        `text` (the phrase that prompted the mask).
         """
         width, height = self.size(image_id)
         record = _annotation(fields, (height, width))
@@ -250,4 +253,5 @@ def _annotation(fields: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any
         "predicted_iou": float(fields.get("predicted_iou") or 0.0),
         "stability_score": float(fields.get("stability_score") or 0.0),
         "point_coords": [[float(x), float(y)] for x, y in points],
+        **({"text": str(fields["text"])} if fields.get("text") else {}),
     }

@@ -2,14 +2,16 @@
 
 Coordinates are image pixels of the original image: points (X, Y), boxes XYXY. Non-finite
 numbers are refused here; shapes, labels and image bounds by `samkit.prompts.validate`.
+A phrase is stripped here and must keep 1 to 500 characters; the text encoder refuses one of
+more tokens than it reads.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..automatic import SamAutomaticMaskGenerator
 
@@ -18,6 +20,8 @@ _AMG_DEFAULTS = {
     name: p.default
     for name, p in inspect.signature(SamAutomaticMaskGenerator.__init__).parameters.items()
 }
+MAX_TEXT = 500  # characters of a phrase: a few sentences, far under what a request may carry
+Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT)]
 
 
 class _Body(BaseModel):
@@ -42,6 +46,11 @@ class PredictRequest(_Body):
     mask_input: MaskRef | None = Field(
         default=None, description="feed back a previous prediction's candidate as a mask prompt"
     )
+    text: Phrase | None = Field(
+        default=None,
+        description="a phrase naming the object, alone or with the other prompts; only for a "
+        "model with a text head (GET /api/info: text). Send multimask false with it",
+    )
     multimask: bool = Field(default=True, description="3 candidates (True) or 1")
 
 
@@ -64,6 +73,7 @@ class AnnotationCreate(_Body):
     predicted_iou: float | None = None
     stability_score: float | None = None
     point_coords: list[tuple[float, float]] | None = Field(default=None, max_length=256)
+    text: Phrase | None = Field(default=None, description="the phrase the mask was asked with")
 
 
 class AnnotationUpdate(_Body):

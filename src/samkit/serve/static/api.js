@@ -32,6 +32,7 @@ async function send(method, url, body) {
 const img = (id) => `/api/images/${encodeURIComponent(id)}`;
 
 export const api = {
+  info: () => call("GET", "/api/info"),
   images: () => call("GET", "/api/images"),
   upload(file) {
     const form = new FormData();

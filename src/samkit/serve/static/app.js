@@ -7,15 +7,17 @@
 import { api, inFlight } from "./api.js";
 import { color, maskCanvas } from "./masks.js";
 import { renderPanels } from "./panels.js";
+import { focusTextBox, initTextBox, renderTextBox } from "./text.js";
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
 const CURRENT = [30, 144, 255, 140];
 
+const emptyPrompt = () => ({ points: [], labels: [], box: null, text: null });
 const S = {
   images: [], index: -1, info: null, image: null,
-  prompt: { points: [], labels: [], box: null },
+  prompt: emptyPrompt(),
   result: null, selected: 0, masks: [],  // masks: offscreen canvases of result's candidates
   history: [], future: [],
   objects: [], objectMasks: new Map(), hidden: new Set(), hideAll: false,
@@ -66,7 +68,7 @@ async function openImage(index) {
   S.index = index;
   S.info = S.images[index];
   Object.assign(S, { image: null, result: null, masks: [], history: [], future: [], proposals: [] });
-  S.prompt = { points: [], labels: [], box: null };
+  S.prompt = emptyPrompt();
   S.objects = []; S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = hiddenOf(S.info.id); S.focus = -1;
   history.replaceState(null, "", `#${S.info.id}`);  // a reload opens this image again
   ctx.clearRect(0, 0, canvas.width, canvas.height);
@@ -130,9 +132,10 @@ async function changePrompt(edit) {
 }
 
 async function predict() {
-  const { points, labels, box } = S.prompt;
-  if (!points.length && !box) { S.result = null; S.masks = []; render(); return; }
+  const { points, labels, box, text } = S.prompt;
+  if (!points.length && !box && !text) { S.result = null; S.masks = []; render(); return; }
   const body = { points: points.length ? points : null, labels: points.length ? labels : null, box };
+  if (text) Object.assign(body, { text, multimask: false });  // a phrase names one object
   if (S.result) body.mask_input = { token: S.result.token, index: S.selected };
   const seq = ++S.seq;
   const imageId = S.info.id;
@@ -142,7 +145,7 @@ async function predict() {
   try {
     result = await api.predict(imageId, body);
   } catch (err) {
-    if (seq === S.seq) { S.prompt = S.history.pop().prompt; fail(err); render(); }
+    if (seq === S.seq) { restore(S.history.pop()); fail(err); render(); }
     return;
   }
   if (seq !== S.seq) return;  // a newer prompt is on its way, or another image is open
@@ -150,7 +153,8 @@ async function predict() {
   S.selected = result.best;
   S.masks = result.masks.map((m) => maskCanvas(m.segmentation, CURRENT));
   const ms = performance.now() - t0;
-  setState("ready", `mask in ${ms.toFixed(0)} ms (model ${result.model_ms.toFixed(0)} ms)`);
+  const what = text ? `mask for "${text}"` : "mask";
+  setState("ready", `${what} in ${ms.toFixed(0)} ms (model ${result.model_ms.toFixed(0)} ms)`);
   render();
 }
 
@@ -161,10 +165,10 @@ function cycle() {
 }
 
 function clearPrompt() {
-  if (!S.prompt.points.length && !S.prompt.box && !S.result) return;
+  if (!S.prompt.points.length && !S.prompt.box && !S.prompt.text && !S.result) return;
   S.history.push(snapshot());
   S.future = [];
-  S.prompt = { points: [], labels: [], box: null };
+  S.prompt = emptyPrompt();
   S.result = null; S.masks = [];
   render();
 }
@@ -188,8 +192,8 @@ async function accept() {
   const view = S.view, seq = ++S.seq, snap = snapshot(), history = S.history;
   const m = S.result.masks[S.selected];
   const positives = S.prompt.points.filter((_, i) => S.prompt.labels[i] === 1);
-  const saving = saveObject(S.result.imageId, m, positives.length ? positives : null);
-  S.prompt = { points: [], labels: [], box: null };
+  const saving = saveObject(S.result.imageId, m, positives.length ? positives : null, S.prompt.text);
+  S.prompt = emptyPrompt();
   S.result = null; S.masks = []; S.history = []; S.future = [];
   render();
   let saved;
@@ -208,9 +212,10 @@ async function accept() {
   render();
 }
 
-function saveObject(imageId, m, points) {
+function saveObject(imageId, m, points, text = null) {
   const ann = { label: $("label").value, segmentation: m.segmentation, predicted_iou: m.predicted_iou, stability_score: m.stability_score };
   if (points) ann.point_coords = points;
+  if (text) ann.text = text;
   return api.addAnnotation(imageId, ann);
 }
 
@@ -263,6 +268,7 @@ function fitCanvas() {
 
 function render() {
   renderPanels(S, actions);
+  renderTextBox(S.prompt.text);
   draw();
 }
 
@@ -338,7 +344,7 @@ const KEYS = {
   n: () => step(1), p: () => step(-1),
   e: () => everything().catch(failOn(S.view)),
   h: () => { S.hideAll = !S.hideAll; render(); },
-  l: () => $("label").select(),
+  l: () => $("label").select(), t: focusTextBox,
 };
 window.addEventListener("keydown", (e) => {
   if (e.target instanceof HTMLInputElement && e.key !== "Enter" && e.key !== "Escape") return;
@@ -359,6 +365,11 @@ const actions = {
   focus: (i) => { S.focus = i; draw(); },
   acceptProposals: (idx) => acceptProposals(idx).catch(failOn(S.view)),
   discardProposals,
+  // A phrase starts a new object (no clicks, no mask fed back); null drops it, keeping the clicks.
+  text: (phrase) => {
+    if (!S.image || phrase === S.prompt.text) return;
+    changePrompt((p) => { if (phrase) { Object.assign(p, emptyPrompt()); S.result = null; S.masks = []; } p.text = phrase; }).catch(fail);
+  },
 };
 
 $("prev").onclick = KEYS.p; $("next").onclick = KEYS.n;
@@ -389,3 +400,4 @@ window.addEventListener("resize", () => { fitCanvas(); render(); });
 // calls not answered yet (at 0, every answer has been handled up to the call it led to).
 window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0), inFlight };
 loadImages(decodeURIComponent(location.hash.slice(1))).catch(fail);
+initTextBox(actions.text).catch(fail);
