@@ -1,12 +1,17 @@
-"""samkit.eval.boxes and `samkit boxes2masks`: a detector's boxes to masks, and mask AP.
+"""samkit.eval.boxes, `samkit boxes2masks` and `samkit eval boxes`: a detector's boxes to
+masks, and mask AP (per LVIS frequency too).
 
 The dataset is made here: flat-coloured rectangles and discs on a grey ground, so the right
 masks (and so AP 1.0) are known."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,12 +23,16 @@ from PIL import Image
 import samkit
 from samkit.cli import main
 from samkit.eval.boxes import (
+    AP_NAMES,
+    IOU_THRESHOLDS,
     ap_markdown,
     check_detections,
     ground_truth_detections,
     mask_ap,
+    score_masks,
     segment_detections,
 )
+from samkit.interrupt import Interrupted, raise_on_signal
 from samkit.masks import decode_coco_rle, encode_coco_rle
 
 SIZE = 96  # px, square images
@@ -276,3 +285,135 @@ def test_cli_checks_inputs_before_loading_the_model(
     assert main(["boxes2masks", coco, images, *out]) == 1
     assert "is 97x96 but" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+# -- LVIS frequencies and the AP at each IoU threshold ---------------------------------------
+def _lvis(coco: dict[str, Any]) -> dict[str, Any]:
+    """`coco` with LVIS frequencies: rectangles frequent, discs rare, stars (none) common."""
+    names = [(1, "rectangle", "f"), (2, "disc", "r"), (3, "star", "c")]
+    return {**coco, "categories": [{"id": i, "name": n, "frequency": f} for i, n, f in names]}
+
+
+def test_lvis_frequencies_split_the_ap(dataset: dict[str, Any]) -> None:
+    coco = _lvis(dataset["coco"])
+    rectangles_only = [r for r in _gt_results(coco) if r["category_id"] == 1]  # discs missed
+    scored = score_masks(coco, rectangles_only)
+    assert scored.stats["APf"] == pytest.approx(1.0) and scored.stats["APr"] == pytest.approx(0.0)
+    assert math.isnan(scored.stats["APc"])  # no object of a common category
+    assert scored.stats["AP"] == pytest.approx(0.5)  # the mean over the two scored categories
+    assert scored.by_iou["APf"] == [1.0] * 10 and scored.by_iou["APr"] == [0.0] * 10
+    assert all(math.isnan(v) for v in scored.by_iou["APc"])
+    assert set(mask_ap(dataset["coco"], rectangles_only)) == set(AP_NAMES)  # plain COCO
+    coco["categories"][0]["frequency"] = "x"
+    with pytest.raises(ValueError, match=r"categories\[0\]: 'frequency' is LVIS's.*got 'x'"):
+        mask_ap(coco, rectangles_only)
+
+
+def test_ap_at_each_iou_threshold(dataset: dict[str, Any]) -> None:
+    scored = score_masks(dataset["coco"], _gt_results(dataset["coco"], shift=2))
+    curve = scored.by_iou["AP"]
+    assert list(scored.by_iou) == ["AP"] and len(curve) == len(IOU_THRESHOLDS) == 10
+    assert curve[0] == pytest.approx(1.0) and curve[-1] == pytest.approx(0.0)  # IoU 0.5..0.95
+    assert all(a >= b for a, b in itertools.pairwise(curve))  # a stricter IoU, a lower AP
+    assert np.mean(curve) == pytest.approx(scored.stats["AP"])  # AP is their mean
+    assert (curve[0], curve[5]) == pytest.approx((scored.stats["AP50"], scored.stats["AP75"]))
+
+
+def test_segment_detections_interrupted_says_how_far(
+    dataset: dict[str, Any], tiny_sam: Any
+) -> None:
+    coco, encoded = dataset["coco"], []
+    images = [(img["id"], dataset["images"] / img["file_name"]) for img in coco["images"]]
+    detections = ground_truth_detections(coco["annotations"])
+
+    def signal_on_the_second_image(*args: Any) -> None:  # a real SIGINT at a known point
+        encoded.append(True)
+        if len(encoded) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    hook = tiny_sam.image_encoder.register_forward_hook(signal_on_the_second_image)
+    try:
+        with pytest.raises(Interrupted, match="1 image segmented"), raise_on_signal():
+            segment_detections(tiny_sam, images, detections, progress=True)
+    finally:
+        hook.remove()
+    assert len(encoded) == 2
+
+
+# -- samkit eval boxes -----------------------------------------------------------------------
+def test_cli_eval_boxes_ground_truth_and_lvis(
+    dataset: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "ev"
+    argv = ["eval", "boxes", str(dataset["path"]), str(dataset["images"]), "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0  # samkit_default, the annotations' boxes
+    printed = capsys.readouterr().out
+    # Flat shapes in their own boxes: every mask has IoU > 0.95, so AP is 1 at every threshold.
+    row = "| 100.0 | 100.0 | 100.0 | 100.0 | n/a | n/a |"
+    assert "| AP | AP50 | AP75 | APs | APm | APl |\n" in printed and f"{row}\n" in printed
+    assert "6 masks of 3 images; boxes: the annotations' own (an oracle detector)" in printed
+    assert "APr" not in printed  # no LVIS frequencies in a plain COCO file
+    files = ["ap.png", "results.csv", "results.json", "results.md"]
+    assert sorted(p.name for p in out.iterdir()) == files
+    assert (out / "results.md").read_text() == printed
+    with open(out / "results.csv") as f:
+        (values,) = list(csv.DictReader(f))
+    assert (values["images"], values["masks"], values["AP"]) == ("3", "6", "1.0000")
+    assert values["APm"] == "nan" and values["AP@0.95"] == "1.0000" and "APr" not in values
+    results = json.loads((out / "results.json").read_text())
+    _check_results(results, ground_truth_detections(dataset["coco"]["annotations"]))
+    assert Image.open(out / "ap.png").size == (640, 420)
+
+    lvis = tmp_path / "lvis.json"  # LVIS categories, and only the rectangles detected
+    lvis.write_text(json.dumps(_lvis(dataset["coco"])))
+    boxes = ground_truth_detections(dataset["coco"]["annotations"])
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([d for d in boxes if d["category_id"] == 1]))
+    argv = ["eval", "boxes", str(lvis), str(dataset["images"]), "--detections", str(dets)]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| AP | AP50 | AP75 | APs | APm | APl | APr | APc | APf |" in printed
+    assert "| 50.0 | 50.0 | 50.0 | 50.0 | n/a | n/a | 0.0 | n/a | 100.0 |" in printed
+    assert f"3 masks of 3 images; boxes: {dets}." in printed and "LVIS's rare" in printed
+    with open(out / "results.csv") as f:
+        (values,) = list(csv.DictReader(f))
+    assert (values["APr"], values["APc"], values["APf"]) == ("0.0000", "nan", "1.0000")
+
+
+def test_cli_eval_boxes_checks_inputs_before_loading_the_model(
+    dataset: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(samkit, "load", no_model)
+    coco, images, out = str(dataset["path"]), str(dataset["images"]), tmp_path / "ev"
+    out.mkdir()
+    (out / "results.md").write_text("an earlier run's")
+    empty, bad_frequency = tmp_path / "empty.json", tmp_path / "lvis.json"
+    empty.write_text("[]")
+    lvis = _lvis(dataset["coco"])
+    lvis["categories"][2]["frequency"] = "often"
+    bad_frequency.write_text(json.dumps(lvis))
+    cases = [
+        ([str(tmp_path / "none.json"), images], "no such file (the COCO instances JSON)"),
+        ([coco, str(tmp_path / "none")], "no such folder"),
+        ([coco, images, "--detections", str(tmp_path / "none.json")], "no such file"),
+        ([coco, images, "--detections", str(empty)], "there are no detections to score"),
+        ([str(bad_frequency), images], "categories[2]: 'frequency' is LVIS's 'r', 'c' or 'f'"),
+        ([coco, images, "--device", "tpu:0"], "is not a device name"),
+    ]
+    for argv, message in cases:
+        assert main(["eval", "boxes", *argv, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert [p.name for p in out.iterdir()] == ["results.md"]
+    assert (out / "results.md").read_text() == "an earlier run's"
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # as if it were not installed
+    assert main(["eval", "boxes", coco, images, "--out", str(out)]) == 1
+    assert "samkit eval boxes needs pycocotools: pip install" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --out is required
+        main(["eval", "boxes", coco, images])

@@ -22,6 +22,7 @@ import pytest
 
 from samkit import __version__
 from samkit.cli import _parser, main
+from samkit.cli.evaluate import route
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "guide.md"
@@ -75,7 +76,7 @@ def test_guide_commands_are_found() -> None:
     text = "```bash\nsamkit a --x 1 \\\n    --y 2   # note\nls\n```\n```console\n$ samkit b\n```"
     assert guide_commands(text) == ["samkit a --x 1      --y 2   # note", "samkit b"]
     commands = guide_commands(GUIDE.read_text())
-    subcommands = {shlex.split(c, comments=True)[1] for c in commands}
+    subcommands = {route(shlex.split(c, comments=True)[1:])[0] for c in commands}
     assert set(_subparsers(_parser())) <= subcommands
 
 
@@ -85,8 +86,9 @@ def test_every_guide_command_runs(workdir: Path, capsys: pytest.CaptureFixture) 
         argv = shlex.split(command, comments=True)[1:]
         reason = help_only_reason(command)
         if reason is not None:
-            _parser().parse_args(argv)  # SystemExit (a failure) if a flag no longer exists
-            words = argv[:2] if argv[0] == "weights" else argv[:1]
+            routed = route(argv)  # `eval TASK` is the parser `eval-TASK`
+            _parser().parse_args(routed)  # SystemExit (a failure) if a flag no longer exists
+            words = routed[:2] if routed[0] == "weights" else routed[:1]
             with pytest.raises(SystemExit) as done:
                 main([*words, "--help"])
             if done.value.code != 0 or "example" not in capsys.readouterr().out:
@@ -131,7 +133,8 @@ def test_every_command_has_help_with_an_example(
         main([*words, "--help"])
     text = capsys.readouterr().out
     assert done.value.code == 0
-    assert re.search(r"^examples?:\n  samkit " + " ".join(words), text, flags=re.M), text[-300:]
+    typed = " ".join(words).replace("eval-", "eval ", 1)  # the parser eval-TASK is `eval TASK`
+    assert re.search(r"^examples?:\n  samkit " + typed, text, flags=re.M), text[-300:]
 
 
 def test_version(capsys: pytest.CaptureFixture) -> None:

@@ -32,7 +32,7 @@ vit_b/vit_l/vit_h weights are downloaded once with `samkit weights get NAME`.
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(evaluate.route(sys.argv[1:] if argv is None else argv))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         _check_device(args)  # before any model or data is loaded
@@ -54,6 +54,11 @@ AFTER_INTERRUPT = {
     "engine": AGAIN,
     "deid": AGAIN,
     "eval": "no results were written; run the same command again to evaluate from the start",
+    **{
+        f"eval-{task}": "no results were written; run the same command again to evaluate "
+        "from the start"
+        for task in evaluate.TASKS
+    },
     "finetune": "run the same command with --resume to go on",
 }
 

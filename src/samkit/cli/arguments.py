@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -164,7 +165,14 @@ def add_max_pixels_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_dataset_arguments(p: argparse.ArgumentParser, *, synthetic: bool) -> None:
+def add_dataset_arguments(
+    p: argparse.ArgumentParser, *, synthetic: bool, several: bool = False
+) -> None:
+    """--sa1b, or --coco with --images (and --synthetic SEED with `synthetic`), read with
+    `dataset`. With `several`, --sa1b, --coco and --images may be repeated, one dataset each,
+    read with `datasets`."""
+    more = "; repeat it for more datasets" if several else ""
+    action = "append" if several else "store"
     src = p.add_mutually_exclusive_group(required=True)
     if synthetic:
         src.add_argument(
@@ -173,9 +181,18 @@ def add_dataset_arguments(p: argparse.ArgumentParser, *, synthetic: bool) -> Non
             metavar="SEED",
             help="synthetic scenes of this seed",
         )
-    src.add_argument("--sa1b", metavar="DIR", help="SA-1B folder (images + JSON)")
-    src.add_argument("--coco", metavar="JSON", help="COCO instances file (with --images)")
-    p.add_argument("--images", help="folder of the COCO file's images")
+    src.add_argument(
+        "--sa1b", metavar="DIR", action=action, help=f"SA-1B folder (images + JSON){more}"
+    )
+    src.add_argument(
+        "--coco", metavar="JSON", action=action, help=f"COCO instances file (with --images){more}"
+    )
+    p.add_argument(
+        "--images",
+        action=action,
+        help="folder of the COCO file's images"
+        + ("; once for every --coco, or once per --coco in the same order" if several else ""),
+    )
 
 
 def dataset(args: argparse.Namespace) -> SampleSource:
@@ -189,6 +206,48 @@ def dataset(args: argparse.Namespace) -> SampleSource:
     from ..data import CocoInstances
 
     return CocoInstances(args.coco, args.images, skip_empty=True)
+
+
+def datasets(args: argparse.Namespace) -> list[tuple[str, SampleSource]]:
+    """The SA-1B folders or COCO files that repeatable --sa1b / --coco + --images name
+    (`add_dataset_arguments(several=True)`), each with a short name: its folder or file name,
+    with as many parent folders as tell it from the others. Each is opened (so checked) here,
+    and must hold at least one sample."""
+    from ..data import CocoInstances, SA1BFolder
+
+    found: list[tuple[str, SampleSource]] = []
+    if args.sa1b:
+        names = short_names(args.sa1b, "--sa1b")
+        found = [(name, SA1BFolder(path)) for name, path in zip(names, args.sa1b, strict=True)]
+    else:
+        images = args.images or []
+        if len(images) == 1:
+            images = images * len(args.coco)
+        if len(images) != len(args.coco):
+            raise ValueError(
+                f"--coco needs --images, the folder its file_names are relative to: once for "
+                f"every --coco, or once per --coco in the same order; got {len(args.coco)} "
+                f"--coco and {len(args.images or [])} --images"
+            )
+        names = short_names(args.coco, "--coco")
+        for name, coco, folder in zip(names, args.coco, images, strict=True):
+            found.append((name, CocoInstances(coco, folder, skip_empty=True)))
+    for path, (_, source) in zip(args.sa1b or args.coco, found, strict=True):
+        if len(source) == 0:
+            raise ValueError(f"{path}: no image with annotations to evaluate")
+    return found
+
+
+def short_names(paths: list[str], option: str) -> list[str]:
+    """The last part of each path, with as many of its parent folders as make the names
+    differ: ["a/val", "b/val"] -> ["a/val", "b/val"], ["x/a", "y/b"] -> ["a", "b"]."""
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    if len(set(parts)) < len(parts):
+        raise ValueError(f"{option}: a dataset was given twice ({', '.join(paths)})")
+    depth = 1  # distinct paths differ at the latest once whole
+    while len({p[-depth:] for p in parts}) < len(parts):
+        depth += 1
+    return [str(Path(*p[-depth:])) for p in parts]
 
 
 def positive_ints(text: str) -> list[int]:
