@@ -315,3 +315,17 @@ def test_phrase_vectors_are_cached_and_bounded(monkeypatch: pytest.MonkeyPatch) 
     assert list(text._VECTORS) == [("minilm", "all the stars"), ("minilm", "a blue star")]
     with pytest.raises(ValueError, match="empty"):
         text.encode_cached("minilm", [""])
+
+
+def test_the_text_head_can_learn_at_its_own_rate() -> None:
+    from samkit.train.trainer import build_optimizer
+
+    model = new_model(text_config())
+    head = {id(p) for p in model.prompt_encoder.text_projection.parameters()}  # type: ignore[union-attr]
+    assert len(build_optimizer(model, text_config()).param_groups) == 2  # text_lr 0: as the rest
+    groups = build_optimizer(model, text_config(text_lr=1e-3, lr=2e-4)).param_groups
+    assert [g["lr"] for g in groups] == [2e-4, 2e-4, 1e-3]
+    assert {id(p) for p in groups[2]["params"]} == head
+    assert not head & {id(p) for g in groups[:2] for p in g["params"]}
+    with pytest.raises(ValueError, match="text_lr must be >= 0"):
+        text_config(text_lr=-1.0)

@@ -85,6 +85,7 @@ class TrainConfig:
     text_encoder: str = ""
     text_prob: float = 0.0
     text_only_prob: float = 0.5
+    text_lr: float = 0.0  # peak learning rate of the text head (0: `lr`, as the rest)
     notes: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> why its value
 
     def __post_init__(self) -> None:
@@ -117,6 +118,8 @@ class TrainConfig:
                 f"text_prob and text_only_prob are chances in [0, 1]; got {self.text_prob}, "
                 f"{self.text_only_prob}"
             )
+        if self.text_lr < 0:
+            raise ValueError(f"text_lr must be >= 0 (0: lr); got {self.text_lr}")
         if self.text_prob > 0 and not self.text_encoder:
             raise ValueError('text_prob > 0 needs a text_encoder (e.g. "minilm")')
         if self.init_only and not self.init_from:

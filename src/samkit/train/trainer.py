@@ -52,12 +52,17 @@ SCHEDULE = {"warmup_steps", "lr_milestones", "lr_gamma"}  # may change where the
 
 def build_optimizer(model: Sam, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and convolution kernels only (not on norms,
-    biases, embeddings or positional tables)."""
+    biases, embeddings or positional tables); with `config.text_lr`, the text head is a group
+    of its own at that learning rate."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
+    text: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
+            continue
+        if config.text_lr > 0 and name.startswith(TEXT_HEAD_PREFIX):
+            text.append(p)
             continue
         is_kernel = p.ndim >= 2 and id(p) not in embeddings and "pos" not in name
         (decay if is_kernel else no_decay).append(p)
@@ -65,6 +70,8 @@ def build_optimizer(model: Sam, config: TrainConfig) -> torch.optim.AdamW:
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if text:
+        groups.append({"params": text, "weight_decay": config.weight_decay, "lr": config.text_lr})
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
