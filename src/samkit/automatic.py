@@ -10,7 +10,7 @@ turned into RLE right away, so memory stays flat on large images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from . import masks as M
 from .mask_data import MaskData
 from .modeling import Sam
 from .predictor import ImageEmbedding, SamPredictor
+
+if TYPE_CHECKING:
+    from .embedding_cache import EmbeddingCache
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # Upper bound on the float logits of full-size masks held at once (bytes).
@@ -53,6 +56,7 @@ class SamAutomaticMaskGenerator:
         output_mode: str = "binary_mask",
         *,
         precision: str = "fp32",
+        cache: EmbeddingCache | None = None,
     ) -> None:
         """Generate masks for a whole image from a grid of point prompts.
 
@@ -68,6 +72,8 @@ class SamAutomaticMaskGenerator:
         min_mask_region_area: remove holes and islands smaller than this (pixels).
         output_mode: "binary_mask" (HxW bool), "uncompressed_rle" or "coco_rle".
         precision: "fp32" or "bf16" (autocast; see `SamPredictor`).
+        cache: an `EmbeddingCache` the image and each crop are looked up in before they go
+          through the image encoder (a second `generate` of an image embeds nothing).
         """
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -87,7 +93,7 @@ class SamAutomaticMaskGenerator:
                     f"got {len(point_grids)}"
                 )
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
-        self.predictor = SamPredictor(model, precision=precision)
+        self.predictor = SamPredictor(model, precision=precision, cache=cache)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh

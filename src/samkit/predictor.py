@@ -7,9 +7,10 @@ NumPy at the boundary (`set_image`, `predict`), torch inside (`set_torch_image`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from . import devices, prompts
 from .modeling import Sam
 from .modeling.transformer import ImageKeys
 from .transforms import ResizeLongestSide
+
+if TYPE_CHECKING:
+    from .embedding_cache import EmbeddingCache
 
 
 @dataclass
@@ -32,12 +36,16 @@ class ImageEmbedding:
 
 
 class SamPredictor:
-    def __init__(self, sam_model: Sam, *, precision: str = "fp32") -> None:
+    def __init__(
+        self, sam_model: Sam, *, precision: str = "fp32", cache: EmbeddingCache | None = None
+    ) -> None:
         """Wraps `sam_model` for repeated prompting of one image at a time.
 
         precision: "fp32", or "bf16" to run the encoder and decoder under bfloat16 autocast
         (faster only on CPUs with native bf16 matmuls, e.g. AVX-512 BF16 / AMX, and GPUs;
         outputs stay float32).
+        cache: an `EmbeddingCache` (possibly shared) that `set_image` and `set_images` look
+        each image up in before running the image encoder, and keep its embedding in after.
         """
         if precision not in devices.DTYPES:
             raise ValueError(
@@ -45,6 +53,7 @@ class SamPredictor:
             )
         self.model = sam_model
         self.precision = precision
+        self.cache = cache
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self._state: ImageEmbedding | None = None
 
@@ -79,12 +88,7 @@ class SamPredictor:
             inputs = [
                 self._input_tensor(im, image_format) for im in images[start : start + batch_size]
             ]
-            batch = torch.cat([self.model.preprocess(t) for t, _ in inputs])
-            with self.autocast():
-                features = self.model.image_encoder(batch).float()
-            for (t, original_size), f in zip(inputs, features, strict=True):
-                input_size = (int(t.shape[2]), int(t.shape[3]))
-                out.append(self._image_state(f[None], original_size, input_size))
+            out.extend(self._embed(inputs))
         if out:
             self._state = out[-1]
         return out
@@ -130,11 +134,47 @@ class SamPredictor:
                 f"got shape {shape}. Resize with predictor.transform.apply_image_torch."
             )
         self.reset_image()
-        input_image = self.model.preprocess(transformed_image)
-        with self.autocast():
-            features = self.model.image_encoder(input_image).float()
         h0, w0 = (int(s) for s in original_image_size)
-        self._state = self._image_state(features, (h0, w0), (shape[2], shape[3]))
+        (self._state,) = self._embed([(transformed_image, (h0, w0))])
+
+    def _embed(self, inputs: list[tuple[torch.Tensor, tuple[int, int]]]) -> list[ImageEmbedding]:
+        """The state of each (resized (1, 3, h, w) image, original (H, W)): from the cache
+        when it holds it, else through the encoder (the misses in one batch) into the cache."""
+        keys = [self._cache_key(t) for t, _ in inputs]
+        out = [self._cached(k, t, size) for k, (t, size) in zip(keys, inputs, strict=True)]
+        todo = [i for i, state in enumerate(out) if state is None]
+        if todo:
+            batch = torch.cat([self.model.preprocess(inputs[i][0]) for i in todo])
+            with self.autocast():
+                features = self.model.image_encoder(batch).float()
+            for i, f in zip(todo, features, strict=True):
+                t, original_size = inputs[i]
+                input_size = (int(t.shape[2]), int(t.shape[3]))
+                # f[None] cloned: a view would keep the whole batch's embeddings alive
+                out[i] = state = self._image_state(f[None].clone(), original_size, input_size)
+                key = keys[i]
+                if self.cache is not None and key is not None:
+                    self.cache.put(key, state, self.model)
+        return [state for state in out if state is not None]  # every one is set by now
+
+    def _cache_key(self, input_image: torch.Tensor) -> str | None:
+        if self.cache is None:
+            return None
+        return self.cache.key(input_image, self.model, self.precision)
+
+    def _cached(
+        self, key: str | None, input_image: torch.Tensor, original_size: tuple[int, int]
+    ) -> ImageEmbedding | None:
+        """The cache's state of `input_image` for an image of `original_size`, or None."""
+        if self.cache is None or key is None:
+            return None
+        input_size = (int(input_image.shape[2]), int(input_image.shape[3]))
+
+        def rebuild(features: torch.Tensor) -> ImageEmbedding:  # from a disk hit
+            return self._image_state(features.to(self.device), original_size, input_size)
+
+        found = self.cache.get(key, self.model, rebuild)
+        return None if found is None else dataclasses.replace(found, original_size=original_size)
 
     def _image_state(
         self, features: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]

@@ -11,6 +11,7 @@ from .arguments import (
     DEVICE_HELP,
     add_max_pixels_argument,
     add_model_argument,
+    out_dir,
     out_file,
     xy,
     xyxy,
@@ -74,11 +75,20 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_max_pixels_argument(p)
+    p.add_argument(
+        "--embedding-cache",
+        type=out_dir,
+        metavar="DIR",
+        help="keep the image's embedding in DIR (1 GiB at most, least recently used deleted "
+        "first), so the next prompts on this image skip the image encoder; the masks do not "
+        "change",
+    )
     p.set_defaults(handler=_segment)
 
 
 def _segment(args: argparse.Namespace) -> int:
     from .. import SamPredictor, load
+    from ..embedding_cache import EmbeddingCache
     from ..io import load_image
     from ..io.render import render_overlay, save_image, save_mask_png
     from ..loading import SEEDED_VARIANTS
@@ -97,7 +107,9 @@ def _segment(args: argparse.Namespace) -> int:
             "only show that the pipeline runs",
             file=sys.stderr,
         )
-    predictor = SamPredictor(load(args.model, device=args.device))
+    # Disk only: one command embeds one image.
+    cache = None if args.embedding_cache is None else EmbeddingCache(0, args.embedding_cache)
+    predictor = SamPredictor(load(args.model, device=args.device), cache=cache)
     if args.text is not None:  # the text head and the phrase's length, before the image's work
         try:
             predictor.encode_text([args.text])

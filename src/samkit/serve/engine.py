@@ -1,9 +1,9 @@
 """The model side of the annotator: cached embeddings, prompt -> masks, segment everything.
 
 One `Engine` is shared by every request thread. Each image's `ImageEmbedding` is kept in an
-LRU bounded in bytes, counting every tensor it keeps (`kept_bytes`: the embedding, its
-positional encoding and the decoder's prepared keys and projections, about 10x the embedding
-alone); every request wraps it in its own `SamPredictor` (a thin wrapper), so
+LRU bounded in bytes, counting every tensor it keeps (`embedding_cache.embedding_bytes`: the
+embedding, its positional encoding and the decoder's prepared keys and projections, about 10x
+the embedding alone); every request wraps it in its own `SamPredictor` (a thin wrapper), so
 requests are prompted concurrently without sharing mutable state, and "segment everything"
 reuses the embedding a click computed. A per-image lock, held only while that image is being
 embedded, makes concurrent first requests on one image compute its embedding once.
@@ -24,12 +24,11 @@ a phrase's mask, each sent with the phrase, do not encode it again.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from ..automatic import SamAutomaticMaskGenerator
+from ..embedding_cache import embedding_bytes
 from ..masks import calculate_stability_score
 from ..modeling import Sam
 from ..predictor import ImageEmbedding, SamPredictor
@@ -55,43 +55,6 @@ class Prediction:
     scores: np.ndarray  # (C,) float32 predicted IoU
     stability: np.ndarray  # (C,) float32 stability score (IoU of the mask at logit +/- 1)
     seconds: float  # time spent in the model (prompt encoder + decoder + upsampling)
-
-
-def tensors(value: object) -> Iterator[torch.Tensor]:
-    """The tensors in `value`, through dataclass fields, dicts, lists and tuples."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for field in dataclasses.fields(value):
-            yield from tensors(getattr(value, field.name))
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from tensors(item)
-
-
-def kept_bytes(value: object, *, shared: Collection[tuple[str, int]] = ()) -> int:
-    """Bytes of memory the tensors in `value` keep: each storage once and whole (a view keeps
-    all of its storage), storages named in `shared` ((device, data_ptr), such as the model's
-    own weights, which some prepared projections are views of) left out."""
-    seen = set(shared)
-    total = 0
-    for tensor in tensors(value):
-        storage = tensor.untyped_storage()
-        key = (str(storage.device), storage.data_ptr())
-        if key not in seen:
-            seen.add(key)
-            total += storage.nbytes()
-    return total
-
-
-def _storage_keys(module: torch.nn.Module) -> set[tuple[str, int]]:
-    return {
-        (str(t.device), t.untyped_storage().data_ptr())
-        for t in [*module.parameters(), *module.buffers()]
-    }
 
 
 @dataclass
@@ -112,7 +75,7 @@ class Engine:
     ) -> None:
         """Serve `model` (eval mode, on its device).
 
-        cache_bytes: bytes of image embeddings kept at most, counted by `kept_bytes` (every
+        cache_bytes: bytes of image embeddings kept at most, counted by `embedding_bytes` (every
           tensor an image keeps: about 10 MiB an image for samkit_default, 38 MiB for
           ViT-B/L/H). logits_bytes: low-res logits kept for mask feedback.
         """
@@ -136,7 +99,7 @@ class Engine:
 
     def embedding_bytes(self, embedding: ImageEmbedding) -> int:
         """The memory that keeping `embedding` costs (the model's weights not counted)."""
-        return kept_bytes(embedding, shared=_storage_keys(self.model))
+        return embedding_bytes(embedding, self.model)
 
     def embed(self, key: str, load: ImageLoader) -> tuple[SamPredictor, bool]:
         """A predictor of its own on image `key`'s embedding, and whether it was cached."""
