@@ -166,3 +166,85 @@ def segment_by_text(session: dict[str, Any], phrase: str, point: tuple[int, int]
         " box: document.getElementById('text').value}"
     )
     return {"typed": typed, "first": first, "second": second}
+
+
+# -- the view: input at image points whatever the zoom and pan, and what the canvas shows --
+
+
+def viewport_point(driver: Any, x: float, y: float) -> tuple[int, int]:
+    """The viewport pixel (rounded) that shows image point (x, y) at the page's zoom and pan."""
+    vx, vy = driver.execute_script(
+        "const r = document.getElementById('canvas').getBoundingClientRect();"
+        "const [cx, cy] = window.samkit.toCanvas([arguments[0], arguments[1]]);"
+        "return [Math.round(r.left + cx), Math.round(r.top + cy)];",
+        x,
+        y,
+    )
+    return int(vx), int(vy)
+
+
+def click_image(driver: Any, x: float, y: float, *, right: bool = False) -> None:
+    """Click (or right-click) where image point (x, y) is shown now."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(*viewport_point(driver, x, y))
+    if right:
+        actions.pointer_action.context_click()
+    else:
+        actions.pointer_action.click()
+    actions.perform()
+
+
+def drag(
+    driver: Any,
+    start: tuple[int, int],
+    end: tuple[int, int],
+    *,
+    button: int = 0,
+    hold: str | None = None,
+) -> None:
+    """Press mouse `button` (0 left, 1 middle) at viewport pixel `start`, move to `end` in 4
+    steps and let go; with the key `hold` (" " for Space) held down throughout."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    actions = ActionBuilder(driver)
+    pointer, key = actions.pointer_action, actions.key_action
+    if hold:
+        key.key_down(hold)
+        pointer.pause(0)
+    moves = [
+        (start[0] + (end[0] - start[0]) * i // 4, start[1] + (end[1] - start[1]) * i // 4)
+        for i in range(5)
+    ]
+    pointer.move_to_location(*moves[0])
+    pointer.pointer_down(button)
+    for point in moves[1:]:
+        pointer.move_to_location(*point)
+    pointer.pointer_up(button)
+    for _ in range(len(moves) + 2):  # the key stays down while the pointer acts
+        key.pause(0)
+    if hold:
+        key.key_up(hold)
+    actions.perform()
+
+
+def wheel(driver: Any, at: tuple[int, int], dy: int) -> None:
+    """Turn the mouse wheel by `dy` pixels (negative: up) over viewport pixel `at`."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+    ActionChains(driver).scroll_from_origin(ScrollOrigin.from_viewport(*at), 0, dy).perform()
+
+
+def canvas_colours(driver: Any, pixels: list[tuple[int, int]]) -> np.ndarray:
+    """(N, 4) RGBA on the canvas at the centre of each image pixel (x, y) as shown now."""
+    rgba = driver.execute_script(
+        "const ctx = document.getElementById('canvas').getContext('2d');"
+        "return arguments[0].map(([x, y]) => {"
+        "  const [cx, cy] = window.samkit.toCanvas([x + 0.5, y + 0.5]);"
+        "  return [...ctx.getImageData(Math.floor(cx), Math.floor(cy), 1, 1).data];"
+        "});",
+        [list(map(int, p)) for p in pixels],
+    )
+    return np.array(rgba, dtype=np.int32).reshape(-1, 4)

@@ -346,13 +346,21 @@ def test_late_answers_never_land_on_the_next_image(session: dict[str, Any]) -> N
 
 
 def main() -> None:
-    """Run the session outside pytest, click the disc too, and save the screenshot."""
+    """Run the session outside pytest, click the disc too, and save the screenshot (with
+    --zoom: zoomed in, outlines only, the map of keys open; docs/img/annotator_zoom.png)."""
     import argparse
+
+    from browser_kit import drag, viewport_point, wheel
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("screenshot", nargs="?", default="docs/img/annotator.png")
     ap.add_argument("--model", default=None, help="model name or weights file")
     ap.add_argument("--text", metavar="PHRASE", help="segment by a phrase, refine with a click")
+    ap.add_argument(
+        "--zoom",
+        action="store_true",
+        help="then zoom in between the red box and the disc, draw outlines, open the map of keys",
+    )
     args = ap.parse_args()
     screenshot = args.screenshot
     with tempfile.TemporaryDirectory() as tmp:
@@ -365,6 +373,12 @@ def main() -> None:
                 annotate_and_export(state, Path(tmp) / "shot.png")
                 click_at(state["driver"], 240, 120)  # a live mask next to the accepted object
                 wait_for(state["driver"], MASK_SHOWN)
+                if args.zoom:  # between the box and the disc, panned left of the map of keys
+                    driver = state["driver"]
+                    wheel(driver, viewport_point(driver, 170, 110), -400)
+                    at = viewport_point(driver, 170, 110)
+                    drag(driver, at, (at[0] - 190, at[1]), hold=" ")  # Space+drag
+                    keys(driver, "o", "?")  # outlines only, the map of keys
                 state["driver"].save_screenshot(str(Path(tmp) / "shot.png"))
         shutil.copy(Path(tmp) / "shot.png", screenshot)
     print(json.dumps({"screenshot": screenshot}))

@@ -4,15 +4,16 @@
 // Answers come back late and out of order, so each is applied only to what it was asked
 // for: `S.view` counts opened images (an answer for another image is dropped), `S.seq`
 // counts prompt changes (an answer for an older prompt is dropped).
+// What is drawn, and the mouse on the canvas, are view.js's; the keys are keys.js's.
 import { api, inFlight } from "./api.js";
+import { initKeys } from "./keys.js";
 import { color, maskCanvas } from "./masks.js";
 import { renderPanels } from "./panels.js";
 import { focusTextBox, initTextBox, renderTextBox } from "./text.js";
+import { V, clearCanvas, draw, fitView, initView, toCanvas, viewKeys } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
-const canvas = $("canvas");
-const ctx = canvas.getContext("2d");
-const CURRENT = [30, 144, 255, 140];
+const CURRENT = [30, 144, 255, 255];
 
 const emptyPrompt = () => ({ points: [], labels: [], box: null, text: null });
 const S = {
@@ -22,7 +23,7 @@ const S = {
   history: [], future: [],
   objects: [], objectMasks: new Map(), hidden: new Set(), hideAll: false,
   proposals: [], proposalMasks: [], focus: -1,
-  drag: null, seq: 0, view: 0,
+  seq: 0, view: 0,
 };
 
 function setState(state, text) {
@@ -71,7 +72,7 @@ async function openImage(index) {
   S.prompt = emptyPrompt();
   S.objects = []; S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = hiddenOf(S.info.id); S.focus = -1;
   history.replaceState(null, "", `#${S.info.id}`);  // a reload opens this image again
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  clearCanvas();
   $("file-name").textContent = `${S.info.file_name} (${index + 1}/${S.images.length})`;
   setState("loading", "loading image");
   render();
@@ -81,7 +82,7 @@ async function openImage(index) {
     await image.decode();
     if (view !== S.view) return;
     S.image = image;
-    fitCanvas();
+    fitView();
     await loadObjects();
     if (view !== S.view) return;
     setState("embedding", "computing the image embedding");
@@ -257,104 +258,18 @@ function discardProposals(indexes) {
   render();
 }
 
-// -- drawing -----------------------------------------------------------------------------
-function fitCanvas() {
-  if (!S.image) return;
-  const stage = $("stage");
-  const scale = Math.min((stage.clientWidth - 20) / S.image.width, (stage.clientHeight - 20) / S.image.height);
-  canvas.width = Math.max(1, Math.round(S.image.width * scale));
-  canvas.height = Math.max(1, Math.round(S.image.height * scale));
-}
-
+// -- the page ---------------------------------------------------------------------------
 function render() {
   renderPanels(S, actions);
   renderTextBox(S.prompt.text);
   draw();
 }
 
-// The canvas only (hovering a proposal redraws this without rebuilding the lists under the mouse).
-function draw() {
-  if (!S.image) return;
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.drawImage(S.image, 0, 0, canvas.width, canvas.height);
-  ctx.imageSmoothingEnabled = false;
-  if (!S.hideAll) {
-    for (const obj of S.objects) {
-      if (!S.hidden.has(obj.id)) ctx.drawImage(S.objectMasks.get(obj.id), 0, 0, canvas.width, canvas.height);
-    }
-  }
-  S.proposalMasks.forEach((m, i) => {
-    ctx.globalAlpha = S.focus < 0 || S.focus === i ? 1 : 0.25;
-    ctx.drawImage(m, 0, 0, canvas.width, canvas.height);
-  });
-  ctx.globalAlpha = 1;
-  if (S.masks.length) ctx.drawImage(S.masks[S.selected], 0, 0, canvas.width, canvas.height);
-  ctx.imageSmoothingEnabled = true;
-  const k = canvas.width / S.image.width;
-  const box = S.drag?.box ?? S.prompt.box;
-  if (box) {
-    ctx.strokeStyle = "#1e90ff"; ctx.lineWidth = 2;
-    ctx.strokeRect(box[0] * k, box[1] * k, (box[2] - box[0]) * k, (box[3] - box[1]) * k);
-  }
-  S.prompt.points.forEach(([x, y], i) => {
-    ctx.beginPath();
-    ctx.arc(x * k, y * k, 5, 0, 2 * Math.PI);
-    ctx.fillStyle = S.prompt.labels[i] === 1 ? "#2ecc40" : "#ff4136";
-    ctx.fill(); ctx.strokeStyle = "#fff"; ctx.lineWidth = 1.5; ctx.stroke();
-  });
+function hideAll() {
+  S.hideAll = !S.hideAll;
+  $("hide-all").setAttribute("aria-pressed", String(S.hideAll));
+  render();
 }
-
-// -- input -------------------------------------------------------------------------------
-function toImage(e) {
-  const r = canvas.getBoundingClientRect();
-  const x = ((e.clientX - r.left) / r.width) * S.image.width;
-  const y = ((e.clientY - r.top) / r.height) * S.image.height;
-  return [Math.min(Math.max(x, 0), S.image.width), Math.min(Math.max(y, 0), S.image.height)];
-}
-
-canvas.addEventListener("contextmenu", (e) => e.preventDefault());
-canvas.addEventListener("mousedown", (e) => {
-  if (!S.image) return;
-  S.drag = { start: toImage(e), x: e.clientX, y: e.clientY, moved: false, button: e.button, alt: e.altKey };
-});
-window.addEventListener("mousemove", (e) => {
-  if (!S.drag) return;
-  if (Math.hypot(e.clientX - S.drag.x, e.clientY - S.drag.y) > 5) S.drag.moved = true;
-  if (S.drag.moved && S.drag.button === 0) {
-    const [x0, y0] = S.drag.start, [x1, y1] = toImage(e);
-    S.drag.box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
-    draw();
-  }
-});
-window.addEventListener("mouseup", (e) => {
-  const drag = S.drag;
-  S.drag = null;
-  if (!drag) return;
-  if (drag.box) {
-    changePrompt((p) => { p.box = drag.box; }).catch(fail);
-  } else if (!drag.moved) {
-    const label = drag.button === 2 || drag.alt ? 0 : 1;
-    changePrompt((p) => { p.points.push(drag.start); p.labels.push(label); }).catch(fail);
-  }
-});
-
-const KEYS = {
-  Tab: cycle, Enter: () => accept().catch(failOn(S.view)), Escape: clearPrompt,
-  z: undo, Z: redo, y: redo, Y: redo,
-  n: () => step(1), p: () => step(-1),
-  e: () => everything().catch(failOn(S.view)),
-  h: () => { S.hideAll = !S.hideAll; render(); },
-  l: () => $("label").select(), t: focusTextBox,
-};
-window.addEventListener("keydown", (e) => {
-  if (e.target instanceof HTMLInputElement && e.key !== "Enter" && e.key !== "Escape") return;
-  const key = e.key.length === 1 && e.shiftKey ? e.key.toUpperCase() : e.key;
-  const act = KEYS[key] ?? KEYS[e.key.toLowerCase()];
-  if (!act || e.ctrlKey || e.metaKey) return;
-  e.preventDefault();
-  if (e.target instanceof HTMLInputElement) e.target.blur();
-  act();
-});
 
 const actions = {
   openImage: (i) => openImage(i).catch(fail),
@@ -372,9 +287,16 @@ const actions = {
   },
 };
 
-$("prev").onclick = KEYS.p; $("next").onclick = KEYS.n;
-$("undo").onclick = undo; $("redo").onclick = redo; $("clear").onclick = clearPrompt;
-$("everything").onclick = KEYS.e; $("accept").onclick = KEYS.Enter;
+initView(S, {
+  point: (xy, label) => changePrompt((p) => { p.points.push(xy); p.labels.push(label); }).catch(fail),
+  box: (box) => changePrompt((p) => { p.box = box; }).catch(fail),
+});
+initKeys({
+  ...viewKeys,
+  cycle, accept: () => accept().catch(failOn(S.view)), clear: clearPrompt, undo, redo,
+  next: () => step(1), prev: () => step(-1), everything: () => everything().catch(failOn(S.view)),
+  hideAll, label: () => $("label").select(), text: focusTextBox,
+});
 $("accept-all").onclick = () => actions.acceptProposals(S.proposals.map((_, i) => i));
 $("discard-all").onclick = () => discardProposals(S.proposals.map((_, i) => i));
 $("upload").onchange = async (e) => {
@@ -394,10 +316,9 @@ $("export-btn").onclick = async () => {
     document.body.dataset.exported = out.format;
   } catch (err) { fail(err); }
 };
-window.addEventListener("resize", () => { fitCanvas(); render(); });
-
-// For tests and the curious: the state, the pixel count of the mask on screen, and the API
-// calls not answered yet (at 0, every answer has been handled up to the call it led to).
-window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0), inFlight };
+// For tests and the curious: the state, the pixel count of the mask on screen, the API calls
+// not answered yet (at 0, every answer has been handled up to the call it led to), and the
+// view with its image -> canvas mapping.
+window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0), inFlight, view: V, toCanvas };
 loadImages(decodeURIComponent(location.hash.slice(1))).catch(fail);
 initTextBox(actions.text).catch(fail);

@@ -48,13 +48,43 @@ export function maskCanvas(rle, rgba) {
   return canvas;
 }
 
+// The outline of a mask canvas: its set pixels within `band` pixels of an unset one (the 8
+// neighbours, and the (2 band + 1)^2 square for a wider band; outside the image counts as
+// unset), in the mask's colours; the inside left clear. Each pixel is inside when its square
+// is all set: runs of set pixels along the rows, then down the columns of those.
+export function outlineCanvas(mask, band) {
+  const w = mask.width, h = mask.height, run = 2 * band + 1;
+  const img = mask.getContext("2d").getImageData(0, 0, w, h);
+  const px = new Uint32Array(img.data.buffer);
+  const rows = new Uint8Array(w * h), inside = new Uint8Array(w * h);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0, streak = 0; x < w; x++) {
+      streak = px[y * w + x] ? streak + 1 : 0;
+      if (streak >= run) rows[y * w + x - band] = 1;  // the row's square span ends at x
+    }
+  }
+  for (let x = 0; x < w; x++) {
+    for (let y = 0, streak = 0; y < h; y++) {
+      streak = rows[y * w + x] ? streak + 1 : 0;
+      if (streak >= run) inside[(y - band) * w + x] = 1;
+    }
+  }
+  for (let i = 0; i < px.length; i++) if (inside[i]) px[i] = 0;
+  const canvas = document.createElement("canvas");
+  canvas.width = w; canvas.height = h;
+  canvas.getContext("2d").putImageData(img, 0, 0);
+  canvas.band = band;
+  return canvas;
+}
+
 const PALETTE = [
   [230, 25, 75], [60, 180, 75], [255, 200, 25], [67, 99, 216], [245, 130, 49],
   [145, 30, 180], [70, 240, 240], [240, 50, 230], [188, 246, 12], [0, 128, 128],
   [154, 99, 36], [128, 0, 0], [170, 255, 195], [128, 128, 0], [0, 0, 117],
 ];
 
-export function color(i, alpha = 120) {
+// Masks are painted opaque; the page draws them at the opacity chosen (view.js).
+export function color(i, alpha = 255) {
   const c = PALETTE[((i % PALETTE.length) + PALETTE.length) % PALETTE.length];
   return [c[0], c[1], c[2], alpha];
 }
