@@ -43,6 +43,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="a host name browsers may reach the server by, besides 127.0.0.1, localhost, "
         "[::1] and --host (repeatable; others get 421, against DNS rebinding)",
     )
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="NAMES",
+        help='the label set, comma-separated ("cat,dog,car"): keys 1-9 choose them, COCO export '
+        "numbers them 1.. in this order; replaces the set stored in FOLDER/.samkit/labels.json",
+    )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_max_pixels_argument(p)
     p.add_argument(
@@ -62,12 +69,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         from ..serve import create_app, run
+        from ..serve.labelset import parse_labels
     except ImportError as err:
         raise RuntimeError(
             f"samkit serve needs the serve extra: pip install 'samkit[serve]' ({err})"
         ) from err
 
-    _check_port(args.host, args.port)  # before the model loads
+    labels = None if args.labels is None else parse_labels(args.labels)  # before the model loads
+    _check_port(args.host, args.port)
     model = load(args.model, device=args.device)
     app = create_app(
         args.folder,
@@ -77,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         cache_bytes=args.cache_mb << 20,
         allowed_hosts=[args.host, *args.allow_host],
+        labels=labels,
     )
     print(f"samkit annotator: http://{args.host}:{args.port}/  (API schema at /openapi.json)")
     run(app, host=args.host, port=args.port)

@@ -3,13 +3,18 @@
 Endpoints (all JSON unless said; the OpenAPI schema is at /openapi.json):
     GET    /                                  the annotator page (static files under /static)
     GET    /api/info                          model, whether it takes text, limits, formats
-    GET    /api/images                        images of the folder, with annotation counts
+    GET    /api/images                        images of the folder, with annotation counts and
+                                              states (?state= filters, ?q= searches file names)
+    PUT    /api/images/{id}/state             mark done or skipped (new / in progress: unmark)
+    GET    /api/labels                        the label set      PUT  replace it (add, rename, ...)
+    GET    /api/progress                      images per state, objects per label
     POST   /api/images                        upload images (multipart fields "file")
     GET    /api/images/{id}                   one image's info
     GET    /api/images/{id}/image             the image as the model sees it (JPEG, upright)
     POST   /api/images/{id}/embed             compute (or find cached) the embedding
     POST   /api/images/{id}/predict           prompts (points, box, text) -> 3 (or 1) masks
-    POST   /api/images/{id}/everything        automatic mask generation
+    POST   /api/images/{id}/everything        automatic mask generation ("job": an id to follow)
+    GET    /api/everything/{job}              its progress (points done of all)  DELETE cancel it
     GET    /api/images/{id}/annotations       list          POST  add one
     PATCH  /api/images/{id}/annotations/{n}   relabel       DELETE remove one
     POST   /api/export                        write the folder's export under .samkit/export
@@ -46,17 +51,20 @@ from .. import __version__
 from ..io import DEFAULT_MAX_PIXELS
 from ..modeling import Sam
 from ..rle import mask_to_rle
-from .engine import Engine
+from .engine import Cancelled, Engine
 from .export import FORMATS, export_project, remove_stale_temporaries
 from .guard import HEADER, RequestGuard, allowed_names
+from .labelset import STATES, Progress, state_of
 from .limits import BodyLimit
-from .project import NotFound, Project
+from .project import NotFound, Project, source_counts
 from .schemas import (
     AnnotationCreate,
     AnnotationUpdate,
     EverythingRequest,
     ExportRequest,
+    LabelSetUpdate,
     PredictRequest,
+    StateUpdate,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -75,6 +83,7 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     max_upload_files: int = DEFAULT_MAX_UPLOAD_FILES,
     max_upload_bytes: int | None = None,
+    labels: list[dict[str, str]] | None = None,
 ) -> FastAPI:
     """The annotator app for the images in `folder`, prompting `model`.
 
@@ -82,6 +91,7 @@ def create_app(
       localhost and [::1]; requests naming another host get 421 (DNS rebinding).
     max_upload_files, max_upload_bytes: images per upload request, and their bytes in all
       (default `max_body_bytes`).
+    labels: a label set (`labelset.check_labels`) to store as the project's, replacing its own.
     """
     upload_bytes = max_body_bytes if max_upload_bytes is None else max_upload_bytes
     if max_upload_files < 1 or upload_bytes < 1:
@@ -90,6 +100,9 @@ def create_app(
             f"and {upload_bytes}"
         )
     project = Project(folder, max_pixels=max_pixels)
+    progress = Progress(project.state_dir)
+    if labels is not None:
+        progress.set_labels(labels)
     remove_stale_temporaries(project.state_dir / "export")  # of an export a kill cut short
     engine = Engine(model, cache_bytes=cache_bytes)
     # The header as an API key in the OpenAPI schema, so that a viewer of the schema (Swagger
@@ -159,21 +172,56 @@ def create_app(
             "formats": list(FORMATS),
         }
 
-    def describe(image_id: str) -> dict[str, Any]:
+    def describe(image_id: str, marks: dict[str, str] | None = None) -> dict[str, Any]:
         entry = project.get(image_id)
         width, height = project.size(image_id)
+        anns = project.annotations(image_id)
+        count = len(anns)
+        marks = progress.marks() if marks is None else marks
         return {
             "id": entry.id,
             "file_name": entry.file_name,
             "width": width,
             "height": height,
-            "annotations": len(project.annotations(image_id)),
+            "annotations": count,
+            "state": state_of(marks.get(image_id), count),
             "embedded": project.revision(image_id) in engine.embeddings,
+            "sources": source_counts(anns),
         }
 
     @app.get("/api/images")
-    def list_images() -> list[dict[str, Any]]:
-        return [describe(entry.id) for entry in project.images()]
+    def list_images(state: str | None = None, q: str = "") -> list[dict[str, Any]]:
+        """The images; `state` keeps those in one state, `q` those whose file name has it."""
+        if state is not None and state not in STATES:
+            raise ValueError(f"state must be one of {', '.join(STATES)}; got {state!r}")
+        marks = progress.marks()
+        found = [
+            describe(e.id, marks) for e in project.images() if q.lower() in e.file_name.lower()
+        ]
+        return [im for im in found if state is None or im["state"] == state]
+
+    @app.put("/api/images/{image_id}/state")
+    def mark(image_id: str, body: StateUpdate) -> dict[str, Any]:
+        progress.mark(project.get(image_id).id, body.state)
+        return describe(image_id)
+
+    @app.get("/api/labels")
+    def get_labels() -> list[dict[str, str]]:
+        return progress.labels()
+
+    @app.put("/api/labels")
+    def put_labels(body: LabelSetUpdate) -> list[dict[str, str]]:
+        return progress.set_labels([entry.model_dump(exclude_none=True) for entry in body.labels])
+
+    @app.get("/api/progress")
+    def get_progress() -> dict[str, Any]:
+        states = dict.fromkeys(STATES, 0)
+        per_label = {entry["name"]: 0 for entry in progress.labels()}
+        for im in list_images():
+            states[im["state"]] += 1
+            for ann in project.annotations(im["id"]):
+                per_label[ann["label"]] = per_label.get(ann["label"], 0) + 1
+        return {"states": states, "labels": per_label}
 
     @app.post("/api/images", status_code=201)
     def upload(file: list[UploadFile] = File(...)) -> list[dict[str, Any]]:  # noqa: B008
@@ -240,15 +288,38 @@ def create_app(
         # Async: the request waits for the engine's AMG queue without holding one of the
         # request threads that predicts run on (clicks come first).
         options = body.model_dump()
-        max_masks = options.pop("max_masks")
+        max_masks, job_id = options.pop("max_masks"), options.pop("job")
         start = time.perf_counter()
         revision = await run_in_threadpool(project.revision, image_id)
-        job = engine.submit_everything(revision, lambda: project.load(image_id), **options)
-        records = await asyncio.wrap_future(job)
+        load = lambda: project.load(image_id)  # noqa: E731
+        job = engine.submit_everything(revision, load, job_id=job_id, **options)
+        try:
+            records = await asyncio.wrap_future(job)
+        except Cancelled:
+            seconds = time.perf_counter() - start
+            return {"masks": [], "found": 0, "cancelled": True, "seconds": seconds}
         records.sort(key=lambda r: -r["predicted_iou"])
         keys = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords")
         masks = [{k: r[k] for k in keys} for r in records[:max_masks]]
-        return {"masks": masks, "found": len(records), "seconds": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        return {"masks": masks, "found": len(records), "cancelled": False, "seconds": seconds}
+
+    def no_job(job_id: str) -> NotFound:
+        return NotFound(f"no segment-everything job {job_id!r} is queued or running")
+
+    @app.get("/api/everything/{job_id}")
+    def everything_progress(job_id: str) -> dict[str, Any]:
+        job = engine.progress(job_id)
+        if job is None:
+            raise no_job(job_id)
+        return {"state": job.state, "done": job.done, "total": job.total}
+
+    @app.delete("/api/everything/{job_id}", status_code=204)
+    def cancel_everything(job_id: str) -> Response:
+        """Stop the job before its next batch of points; its request answers cancelled."""
+        if not engine.cancel(job_id):
+            raise no_job(job_id)
+        return Response(status_code=204)
 
     @app.get("/api/images/{image_id}/annotations")
     def list_annotations(image_id: str) -> list[dict[str, Any]]:
@@ -267,9 +338,14 @@ def create_app(
         project.delete_annotation(image_id, ann_id)
         return Response(status_code=204)
 
+    def label_names() -> list[str]:
+        return [entry["name"] for entry in progress.labels()]
+
     @app.post("/api/export")
     def export(body: ExportRequest) -> dict[str, Any]:
-        summary = export_project(project, body.format, project.state_dir / "export" / body.format)
+        summary = export_project(
+            project, body.format, project.state_dir / "export" / body.format, labels=label_names()
+        )
         files = sorted(p.relative_to(project.folder).as_posix() for p in summary.folder.rglob("*"))
         return {
             "format": summary.format,
@@ -291,7 +367,7 @@ def create_app(
         buf = io.BytesIO()
         # Built in a temporary folder: a GET changes nothing (a link on any web page can send one).
         with tempfile.TemporaryDirectory() as tmp:
-            summary = export_project(project, fmt, Path(tmp) / fmt)
+            summary = export_project(project, fmt, Path(tmp) / fmt, labels=label_names())
             folder = summary.folder
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
                 for path in sorted(folder.rglob("*")):

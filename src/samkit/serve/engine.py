@@ -11,6 +11,9 @@ embedded, makes concurrent first requests on one image compute its embedding onc
 Clicks come before "segment everything": `submit_everything` queues automatic mask
 generation on the engine's one AMG thread, so queued AMG requests hold no request thread
 and a predict never waits behind them (it runs beside the one AMG job running, if any).
+A job given an id reports its progress (grid points done of all) while it runs, and
+`cancel` stops it before its next batch of points (or before it starts, if queued): its
+future then raises `Cancelled`.
 
 Mask feedback (SAM's dense prompt): every prediction's low-res logits stay on the server
 under a random token; the next request names `(token, index)` to feed candidate `index`
@@ -30,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +58,37 @@ class Prediction:
     scores: np.ndarray  # (C,) float32 predicted IoU
     stability: np.ndarray  # (C,) float32 stability score (IoU of the mask at logit +/- 1)
     seconds: float  # time spent in the model (prompt encoder + decoder + upsampling)
+
+
+class Cancelled(Exception):
+    """A segment-everything job that `Engine.cancel` stopped."""
+
+
+@dataclass
+class AmgJob:
+    """One segment-everything job's progress, in grid points (all crops' together)."""
+
+    total: int
+    done: int = 0
+    state: str = "queued"  # queued, running, done or cancelled
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class _TrackedGenerator(SamAutomaticMaskGenerator):
+    """The generator, counting the points of each batch into `job` and stopping (raising
+    `Cancelled`) at the first batch after `job.stop` is set."""
+
+    def __init__(self, model: Sam, **options: Any) -> None:
+        super().__init__(model, output_mode="uncompressed_rle", **options)
+        # Layer i has 4**i crops, each prompted with that layer's grid.
+        self.job = AmgJob(sum(len(grid) * 4**i for i, grid in enumerate(self.point_grids)))
+
+    def _process_batch(self, points: np.ndarray, *args: Any) -> Any:
+        if self.job.stop.is_set():
+            raise Cancelled
+        out = super()._process_batch(points, *args)
+        self.job.done += len(points)
+        return out
 
 
 @dataclass
@@ -91,6 +125,7 @@ class Engine:
         self._amg_pool: ThreadPoolExecutor | None = None  # started by the first job
         self.amg_changed = threading.Condition()  # notified when `amg_jobs` changes
         self.amg_jobs = 0  # AMG jobs submitted and not finished (queued or running)
+        self.amg_progress: dict[str, AmgJob] = {}  # the jobs given an id, until they finish
 
     @property
     def text_encoder(self) -> str | None:
@@ -167,33 +202,68 @@ class Engine:
         asked for, go through the image encoder. options: `SamAutomaticMaskGenerator`
         arguments (points_per_side, pred_iou_thresh, ...).
         """
-        generator = SamAutomaticMaskGenerator(self.model, output_mode="uncompressed_rle", **options)
-        image = load()
-        embedding, _ = self._embedding(key, lambda: image)
-        with self._amg_lock:
-            return generator.generate(image, embedding=embedding)
+        return self._everything(key, load, _TrackedGenerator(self.model, **options))
+
+    def _everything(
+        self, key: str, load: ImageLoader, generator: _TrackedGenerator
+    ) -> list[dict[str, Any]]:
+        job = generator.job
+        try:
+            if job.stop.is_set():  # cancelled while queued
+                raise Cancelled
+            image = load()
+            embedding, _ = self._embedding(key, lambda: image)
+            with self._amg_lock:
+                job.state = "running"
+                records = generator.generate(image, embedding=embedding)
+        except Cancelled:
+            job.state = "cancelled"
+            raise
+        job.state = "done"
+        return records
 
     def submit_everything(
-        self, key: str, load: ImageLoader, **options: Any
+        self, key: str, load: ImageLoader, *, job_id: str | None = None, **options: Any
     ) -> Future[list[dict[str, Any]]]:
         """`everything`, queued on the engine's AMG thread (one job at a time, in order).
 
         The request thread does not wait in the queue (it awaits the future), so queued
-        jobs never hold back `predict`.
+        jobs never hold back `predict`. job_id: a name the client chose, for `progress` and
+        `cancel` while the job is queued or running (one in use is a ValueError).
         """
+        generator = _TrackedGenerator(self.model, **options)  # options checked here
+        job = generator.job
         with self.amg_changed:
+            if job_id is not None:
+                if job_id in self.amg_progress:
+                    raise ValueError(f"job {job_id!r} is already running; give each job a new id")
+                self.amg_progress[job_id] = job
             if self._amg_pool is None:
                 self._amg_pool = ThreadPoolExecutor(1, thread_name_prefix="samkit-amg")
-            job = functools.partial(self.everything, key, load, **options)
-            future = self._amg_pool.submit(job)
+            run = functools.partial(self._everything, key, load, generator)
+            future = self._amg_pool.submit(run)
             self.amg_jobs += 1
             self.amg_changed.notify_all()
-        future.add_done_callback(self._amg_done)  # runs at once if it is done already
+        future.add_done_callback(functools.partial(self._amg_done, job_id))  # at once if done
         return future
 
-    def _amg_done(self, _: Future[list[dict[str, Any]]]) -> None:
+    def progress(self, job_id: str) -> AmgJob | None:
+        """Job `job_id`'s progress while it is queued or running; None once it has finished."""
+        with self.amg_changed:
+            return self.amg_progress.get(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop job `job_id` at its next batch of points; False if it is not queued or running."""
+        job = self.progress(job_id)
+        if job is not None:
+            job.stop.set()
+        return job is not None
+
+    def _amg_done(self, job_id: str | None, _: Future[list[dict[str, Any]]]) -> None:
         with self.amg_changed:
             self.amg_jobs -= 1
+            if job_id is not None:
+                del self.amg_progress[job_id]
             self.amg_changed.notify_all()
 
     def close(self) -> None:

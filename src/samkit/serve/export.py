@@ -1,9 +1,12 @@
 """Export a project's annotations in the formats `samkit amg` writes, with their labels.
 
 Layouts (under the export folder, `<folder>/.samkit/export/<format>/` from the server):
-- coco: `annotations.json`, one category per label (ids 1.. in label order).
+- coco: `annotations.json`, one category per label: ids 1.. for the project's label set in
+  its order (`labels`), then the labels used but not in the set, sorted.
 - sa1b: `<image path without suffix>.json` per annotated image (SA-1B has no labels; the
   label is added to each annotation as `label`).
+  Both JSON formats give each annotation `samkit_source`: the stage that made it ("manual",
+  "text", "proposal"; "unknown" for annotations saved before sources were recorded).
 - png:  `<image path without suffix>/` with `{i}.png`, `metadata.csv` and `labels.png`, as
   `samkit amg --format png`; plus `labels.txt`, the label of mask `i` on line `i`.
 - yolo: `labels/<image path without suffix>.txt` and `classes.txt` (class `i` on line `i`).
@@ -20,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +58,17 @@ class ExportSummary:
     skipped: list[Skipped]
 
 
-def export_project(project: Project, fmt: str, out_dir: str | os.PathLike[str]) -> ExportSummary:
-    """Write every annotated image of `project` in format `fmt` to `out_dir` (replaced)."""
+def export_project(
+    project: Project,
+    fmt: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    labels: Sequence[str] = (),
+) -> ExportSummary:
+    """Write every annotated image of `project` in format `fmt` to `out_dir` (replaced).
+
+    labels: the label set, in order: the first category ids (and YOLO classes), used or not.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     items = []
@@ -75,20 +88,19 @@ def export_project(project: Project, fmt: str, out_dir: str | os.PathLike[str]) 
                 skipped.append(Skipped(entry.file_name, ann["id"], reason))
         if anns:
             items.append((entry.file_name, width, height, anns))
-    labels = sorted({a["label"] for *_, anns in items for a in anns})
+    used = {a["label"] for *_, anns in items for a in anns}
+    names = [*labels, *sorted(used - set(labels))]
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=TMP_SUFFIX))
     try:
-        lost = _write(fmt, tmp, items, labels)
+        lost = _write(fmt, tmp, items, names)
         _swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     lost_ids = {(s.file_name, s.annotation) for s in lost}
     written = [sum((name, a["id"]) not in lost_ids for a in anns) for name, _, _, anns in items]
-    return ExportSummary(
-        fmt, out, sum(n > 0 for n in written), sum(written), labels, skipped + lost
-    )
+    return ExportSummary(fmt, out, sum(n > 0 for n in written), sum(written), names, skipped + lost)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
@@ -115,6 +127,7 @@ def _write(fmt: str, out: Path, items: list[Any], labels: list[str]) -> list[Ski
             writer.add_image(file_name, width, height, records)
             for ann, a in zip(writer.annotations[-len(anns) :], anns, strict=True):
                 ann["category_id"] = class_of[a["label"]] + 1
+                ann["samkit_source"] = a.get("source", "unknown")
         elif fmt == "sa1b":
             info = {"image_id": image_id, "width": width, "height": height, "file_name": file_name}
             target = output_path(out, fmt, key)
@@ -151,6 +164,7 @@ def _add_labels(path: Path, anns: list[dict[str, Any]]) -> None:
     doc = read_json(path)
     for written, ann in zip(doc["annotations"], anns, strict=True):
         written["label"] = ann["label"]
+        written["samkit_source"] = ann.get("source", "unknown")
     write_json(path, doc)
 
 

@@ -11,7 +11,8 @@ atomically after every change, so reopening the folder resumes where it was left
      "annotations": [{"id": 1, "label": "cat", "segmentation": {"size": [H, W], "counts": str},
                       "area": int, "bbox": [x, y, w, h], "predicted_iou": float,
                       "stability_score": float, "point_coords": [[x, y]],
-                      "text": "the phrase the mask was asked with" (only when there was one)},
+                      "text": "the phrase the mask was asked with" (only when there was one),
+                      "source": "manual" (clicks, box), "text" or "proposal" (segment everything)},
                      ...]}
 """
 
@@ -35,6 +36,7 @@ from ..rle import decode_coco_rle
 
 STATE_DIR = ".samkit"
 MAX_LABEL_CHARS = 100
+SOURCES = ("manual", "text", "proposal")  # the stage that made an annotation's mask
 # Upload formats kept as they are; anything else Pillow reads is stored re-encoded as PNG.
 _KEEP_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 
@@ -161,8 +163,9 @@ class Project:
         """Check and store one annotation; returns it with its new id.
 
         fields: `label` (str), `segmentation` (COCO RLE, compressed or not, of the image's
-        size), optional `predicted_iou`, `stability_score`, `point_coords` ([[x, y]]) and
-        `text` (the phrase that prompted the mask).
+        size), optional `predicted_iou`, `stability_score`, `point_coords` ([[x, y]]),
+        `text` (the phrase that prompted the mask) and `source` (`SOURCES`; default "text"
+        with a text, else "manual").
         """
         width, height = self.size(image_id)
         record = _annotation(fields, (height, width))
@@ -254,4 +257,22 @@ def _annotation(fields: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any
         "stability_score": float(fields.get("stability_score") or 0.0),
         "point_coords": [[float(x), float(y)] for x, y in points],
         **({"text": str(fields["text"])} if fields.get("text") else {}),
+        "source": _source(fields),
     }
+
+
+def source_counts(annotations: list[dict[str, Any]]) -> dict[str, int]:
+    """Annotations per source (`SOURCES`, in order; "unknown" counts ones saved before
+    sources were recorded)."""
+    counts = dict.fromkeys(SOURCES, 0)
+    for ann in annotations:
+        source = ann.get("source", "unknown")
+        counts[source] = counts.get(source, 0) + 1
+    return counts
+
+
+def _source(fields: dict[str, Any]) -> str:
+    source = fields.get("source") or ("text" if fields.get("text") else "manual")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+    return str(source)

@@ -63,6 +63,12 @@ class EverythingRequest(_Body):
     box_nms_thresh: float = Field(default=_AMG_DEFAULTS["box_nms_thresh"], ge=0.0, le=1.0)
     min_mask_region_area: int = Field(default=_AMG_DEFAULTS["min_mask_region_area"], ge=0)
     max_masks: int = Field(default=200, ge=1, le=1000, description="largest-IoU masks returned")
+    job: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="a new id for this job: GET /api/everything/{job} reads its progress, "
+        "DELETE cancels it",
+    )
 
 
 class AnnotationCreate(_Body):
@@ -74,10 +80,31 @@ class AnnotationCreate(_Body):
     stability_score: float | None = None
     point_coords: list[tuple[float, float]] | None = Field(default=None, max_length=256)
     text: Phrase | None = Field(default=None, description="the phrase the mask was asked with")
+    source: Literal["manual", "text", "proposal"] | None = Field(
+        default=None,
+        description="the stage that made the mask: clicks or a box (manual), a phrase (text), "
+        "an accepted segment-everything proposal (proposal); default text with a text, else "
+        "manual",
+    )
 
 
 class AnnotationUpdate(_Body):
     label: str = Field(max_length=100)
+
+
+class LabelEntry(_Body):
+    name: str = Field(max_length=100)
+    color: str | None = Field(default=None, description="#rrggbb; a palette colour if left out")
+
+
+class LabelSetUpdate(_Body):
+    labels: list[LabelEntry] = Field(
+        max_length=99, description="the whole set, in order (keys 1-9 choose the first nine)"
+    )
+
+
+class StateUpdate(_Body):
+    state: Literal["new", "in progress", "done", "skipped"]
 
 
 class ExportRequest(_Body):

@@ -48,4 +48,10 @@ export const api = {
   relabel: (id, n, label) => call("PATCH", `${img(id)}/annotations/${n}`, { label }),
   deleteAnnotation: (id, n) => call("DELETE", `${img(id)}/annotations/${n}`),
   exportAll: (format) => call("POST", "/api/export", { format }),
+  everythingProgress: (job) => call("GET", `/api/everything/${encodeURIComponent(job)}`),
+  cancelEverything: (job) => call("DELETE", `/api/everything/${encodeURIComponent(job)}`),
+  labels: () => call("GET", "/api/labels"),
+  setLabels: (labels) => call("PUT", "/api/labels", { labels }),
+  mark: (id, state) => call("PUT", `${img(id)}/state`, { state }),
+  progress: () => call("GET", "/api/progress"),
 };

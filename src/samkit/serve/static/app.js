@@ -7,8 +7,11 @@
 // What is drawn, and the mouse on the canvas, are view.js's; the keys are keys.js's.
 import { api, inFlight } from "./api.js";
 import { initKeys } from "./keys.js";
+import { chooseLabel, initLabels, objectColor } from "./labels.js";
 import { color, maskCanvas } from "./masks.js";
 import { renderPanels } from "./panels.js";
+import { cancelEverything, renderSources, runEverything, sourceCounts } from "./prefill.js";
+import { initProgress, lastImage, mark, refreshCounts, remember } from "./progress.js";
 import { focusTextBox, initTextBox, renderTextBox } from "./text.js";
 import { V, clearCanvas, draw, fitView, initView, toCanvas, viewKeys } from "./view.js";
 
@@ -72,6 +75,7 @@ async function openImage(index) {
   S.prompt = emptyPrompt();
   S.objects = []; S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = hiddenOf(S.info.id); S.focus = -1;
   history.replaceState(null, "", `#${S.info.id}`);  // a reload opens this image again
+  remember(S.info.id);  // and so does opening the page again (progress.js)
   clearCanvas();
   $("file-name").textContent = `${S.info.file_name} (${index + 1}/${S.images.length})`;
   setState("loading", "loading image");
@@ -110,10 +114,13 @@ async function loadObjects() {
   const objects = await api.annotations(S.info.id);
   if (view !== S.view) return;
   S.objects = objects;
-  for (const obj of S.objects) {
-    if (!S.objectMasks.has(obj.id)) S.objectMasks.set(obj.id, maskCanvas(obj.segmentation, color(obj.id)));
+  for (const obj of S.objects) {  // painted again when its colour changed (labels.js)
+    const rgba = objectColor(obj), old = S.objectMasks.get(obj.id);
+    if (String(old?.rgba) !== String(rgba)) S.objectMasks.set(obj.id, Object.assign(maskCanvas(obj.segmentation, rgba), { rgba }));
   }
   S.images[S.index].annotations = S.objects.length;
+  S.images[S.index].sources = sourceCounts(S.objects);
+  refreshCounts().catch(fail);
 }
 
 // -- prompts -> masks --------------------------------------------------------------------
@@ -193,7 +200,8 @@ async function accept() {
   const view = S.view, seq = ++S.seq, snap = snapshot(), history = S.history;
   const m = S.result.masks[S.selected];
   const positives = S.prompt.points.filter((_, i) => S.prompt.labels[i] === 1);
-  const saving = saveObject(S.result.imageId, m, positives.length ? positives : null, S.prompt.text);
+  const text = S.prompt.text, source = text ? "text" : "manual";
+  const saving = saveObject(S.result.imageId, m, positives.length ? positives : null, text, source);
   S.prompt = emptyPrompt();
   S.result = null; S.masks = []; S.history = []; S.future = [];
   render();
@@ -213,24 +221,30 @@ async function accept() {
   render();
 }
 
-function saveObject(imageId, m, points, text = null) {
-  const ann = { label: $("label").value, segmentation: m.segmentation, predicted_iou: m.predicted_iou, stability_score: m.stability_score };
+function saveObject(imageId, m, points, text, source) {
+  const ann = { label: $("label").value, segmentation: m.segmentation, predicted_iou: m.predicted_iou, stability_score: m.stability_score, source };
   if (points) ann.point_coords = points;
   if (text) ann.text = text;
   return api.addAnnotation(imageId, ann);
 }
 
 // -- segment everything ------------------------------------------------------------------
-async function everything() {
+// E: with the settings below; G (pre-fill): with the server's, the AMG defaults (only
+// confident masks). Cancel (or Esc) stops it on the server; then no proposals appear.
+const settings = () => ({
+  points_per_side: Number($("amg-points").value),
+  pred_iou_thresh: Number($("amg-iou").value),
+  stability_score_thresh: Number($("amg-stability").value),
+  box_nms_thresh: Number($("amg-nms").value),
+});
+
+async function everything(options) {
   const view = S.view, imageId = S.info.id;
   setState("predicting", "segmenting everything (this runs the model on a grid of points)");
-  const out = await api.everything(imageId, {
-    points_per_side: Number($("amg-points").value),
-    pred_iou_thresh: Number($("amg-iou").value),
-    stability_score_thresh: Number($("amg-stability").value),
-    box_nms_thresh: Number($("amg-nms").value),
-  });
+  const say = (text) => { if (view === S.view && document.body.dataset.state === "predicting") $("status").textContent = text; };
+  const out = await runEverything(imageId, options, say);
   if (view !== S.view) return;  // proposals of an image left
+  if (!out) { setState("ready", "segment everything cancelled"); return; }
   S.proposals = out.masks.map((m) => ({ ...m, imageId }));
   S.proposalMasks = out.masks.map((m, i) => maskCanvas(m.segmentation, color(i + 7)));
   setState("ready", `${out.masks.length} proposals in ${out.seconds.toFixed(1)} s: accept or discard them`);
@@ -239,7 +253,7 @@ async function everything() {
 
 async function acceptProposals(indexes) {
   const view = S.view, chosen = indexes.map((i) => S.proposals[i]);
-  for (const p of chosen) await saveObject(p.imageId, p, p.point_coords);
+  for (const p of chosen) await saveObject(p.imageId, p, p.point_coords, null, "proposal");
   if (view !== S.view) return;
   discardProposals(S.proposals.flatMap((p, i) => (chosen.includes(p) ? [i] : [])));
   await loadObjects();
@@ -262,6 +276,7 @@ function discardProposals(indexes) {
 function render() {
   renderPanels(S, actions);
   renderTextBox(S.prompt.text);
+  renderSources(S);
   draw();
 }
 
@@ -293,10 +308,15 @@ initView(S, {
 });
 initKeys({
   ...viewKeys,
-  cycle, accept: () => accept().catch(failOn(S.view)), clear: clearPrompt, undo, redo,
-  next: () => step(1), prev: () => step(-1), everything: () => everything().catch(failOn(S.view)),
+  cycle, accept: () => accept().catch(failOn(S.view)), clear: () => cancelEverything() || clearPrompt(), undo, redo,
+  next: () => step(1), prev: () => step(-1), everything: () => everything(settings()).catch(failOn(S.view)),
+  prefill: () => everything({}).catch(failOn(S.view)),
   hideAll, label: () => $("label").select(), text: focusTextBox,
+  chooseLabel: (key) => { if (key) chooseLabel(Number(key)); },
+  markDone: () => mark(S, "done").catch(fail), markSkip: () => mark(S, "skipped").catch(fail),
 });
+initProgress(render);
+$("cancel-everything").onclick = cancelEverything;
 $("accept-all").onclick = () => actions.acceptProposals(S.proposals.map((_, i) => i));
 $("discard-all").onclick = () => discardProposals(S.proposals.map((_, i) => i));
 $("upload").onchange = async (e) => {
@@ -320,5 +340,6 @@ $("export-btn").onclick = async () => {
 // not answered yet (at 0, every answer has been handled up to the call it led to), and the
 // view with its image -> canvas mapping.
 window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0), inFlight, view: V, toCanvas };
-loadImages(decodeURIComponent(location.hash.slice(1))).catch(fail);
+loadImages(decodeURIComponent(location.hash.slice(1)) || lastImage()).catch(fail);
+initLabels(() => { if (S.info) loadObjects().then(render).catch(failOn(S.view)); }).catch(fail);
 initTextBox(actions.text).catch(fail);

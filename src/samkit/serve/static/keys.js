@@ -5,18 +5,23 @@
 //
 // A row: `keys` as the map shows them ("Shift+Z" is Z with Shift; a letter alone also answers
 // with Shift when no row names Shift with it), what they do, the id of the control on the
-// page that does the same, and the name of the action (initKeys' `actions`).
+// page that does the same, and the name of the action (initKeys' `actions`; a key calls it
+// with its name, "1" for the key 1, and a button with none).
 export const SHORTCUTS = [
   { keys: ["Tab"], does: "next of the 3 candidate masks", control: "next-candidate", act: "cycle" },
   { keys: ["Enter"], does: "accept the mask with the label", control: "accept", act: "accept" },
-  { keys: ["Esc"], does: "clear the prompts (or close this map)", control: "clear", act: "clear" },
+  { keys: ["Esc"], does: "cancel segment everything, else clear the prompts (or close this map)", control: "clear", act: "clear" },
   { keys: ["Z"], does: "undo the last prompt", control: "undo", act: "undo" },
   { keys: ["Shift+Z", "Y"], does: "redo", control: "redo", act: "redo" },
   { keys: ["N"], does: "next image", control: "next", act: "next" },
   { keys: ["P"], does: "previous image", control: "prev", act: "prev" },
   { keys: ["E"], does: "segment everything", control: "everything", act: "everything" },
+  { keys: ["G"], does: "pre-fill: propose the confident masks (AMG defaults)", control: "prefill", act: "prefill" },
   { keys: ["H"], does: "hide / show the accepted objects", control: "hide-all", act: "hideAll" },
   { keys: ["L"], does: "edit the label", control: "label", act: "label" },
+  { keys: ["1", "2", "3", "4", "5", "6", "7", "8", "9"], does: "choose that label of the set for the next object", control: "label", act: "chooseLabel" },
+  { keys: ["D"], does: "mark the image done (again: unmark)", control: "mark-done", act: "markDone" },
+  { keys: ["S"], does: "skip the image (again: unmark)", control: "mark-skip", act: "markSkip" },
   { keys: ["T"], does: "type what to segment, then Enter (models with a text head)", control: "text", act: "text" },
   { keys: ["+", "="], does: "zoom in", control: "zoom-in", act: "zoomIn" },
   { keys: ["-"], does: "zoom out", control: "zoom-out", act: "zoomOut" },
@@ -101,7 +106,7 @@ export function initKeys(actions) {
     if (!act) return;
     e.preventDefault();
     if (text) e.target.blur();
-    act();
+    act(name);
   });
   window.addEventListener("keyup", (e) => {
     if (e.key !== " " || typing(e.target)) return;

@@ -1,5 +1,7 @@
 // The side panels: image list, candidate masks, proposals and accepted objects.
+import { objectColor } from "./labels.js";
 import { color, css } from "./masks.js";
+import { renderProgress, shown, stateOf } from "./progress.js";
 
 const $ = (id) => document.getElementById(id);
 // The model's predicted IoU is a regression output and can fall outside [0, 1]; an IoU cannot.
@@ -31,11 +33,15 @@ function item(text, { active = false, swatch = null, small = "", buttons = [] } 
 }
 
 export function renderPanels(S, actions) {
-  $("images").replaceChildren(...S.images.map((im, i) => {
-    const li = item(im.file_name, { active: i === S.index, small: im.annotations ? `${im.annotations}` : "" });
+  $("images").replaceChildren(...S.images.flatMap((im, i) => {
+    if (!shown(im)) return [];
+    const state = stateOf(im);
+    const li = item(im.file_name, { active: i === S.index, small: `${im.annotations || ""} ${state === "new" ? "" : state}` });
+    li.dataset.state = state;
     li.onclick = () => actions.openImage(i);
-    return li;
+    return [li];
   }));
+  renderProgress(S.images);
 
   const masks = S.result ? S.result.masks : [];
   $("candidates").replaceChildren(...masks.map((m, i) => {
@@ -64,7 +70,7 @@ export function renderPanels(S, actions) {
   $("objects").replaceChildren(...S.objects.map((obj) => {
     const hidden = S.hidden.has(obj.id);
     const li = item(`#${obj.id} ${obj.label}`, {
-      swatch: color(obj.id), small: `${obj.area} px`,
+      swatch: objectColor(obj), small: `${obj.area} px`,
       buttons: [
         [hidden ? "show" : "hide", "hide or show this object", () => actions.toggleHidden(obj.id)],
         ["✎", "change the label", () => {
