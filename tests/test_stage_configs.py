@@ -36,7 +36,16 @@ RUN_OPTIONS = {
     "keep_checkpoints",
 }
 # Fields some of those files left out, as the runs then took them (the defaults of the time).
-LEFT_OUT = {"init_from": "", "init_only": [], "focal_alpha": 0.25, "protocol_click_prob": 0.0}
+LEFT_OUT = {
+    "init_from": "",
+    "init_only": [],
+    "focal_alpha": 0.25,
+    "protocol_click_prob": 0.0,
+    "text_encoder": "",
+    "text_prob": 0.0,
+    "text_only_prob": 0.5,
+    "text_lr": 0.0,
+}
 
 
 def shipped_in_todays_terms(config: dict) -> dict:

@@ -31,8 +31,16 @@ import numpy as np
 from .._atomic import atomic_path
 from ..automatic import SamAutomaticMaskGenerator
 from ..interrupt import Interrupted, images
-from ..io import as_floats, as_int, image_size, load_image, read_json, record_rle, require_keys
-from ..io._records import check_rle
+from ..io import (
+    as_floats,
+    as_int,
+    check_rle,
+    image_size,
+    load_image,
+    read_json,
+    record_rle,
+    require_keys,
+)
 from .report import PLOT_COLOURS
 
 # The generator's settings in the paper's proposal experiment (appendix D.3).

@@ -16,7 +16,15 @@ _EXPORTS = {
     **dict.fromkeys(("read_sa1b", "sa1b_masks", "write_sa1b"), ".sa1b"),
     **dict.fromkeys(("read_yolo", "write_yolo", "yolo_masks"), ".yolo"),
     **dict.fromkeys(
-        ("as_floats", "as_int", "read_json", "record_rle", "require_keys", "write_json"),
+        (
+            "as_floats",
+            "as_int",
+            "check_rle",
+            "read_json",
+            "record_rle",
+            "require_keys",
+            "write_json",
+        ),
         "._records",
     ),
 }
@@ -28,6 +36,7 @@ __all__ = [
     "annotation_to_mask",
     "as_floats",
     "as_int",
+    "check_rle",
     "image_size",
     "load_image",
     "read_coco",
@@ -49,7 +58,15 @@ __all__ = [
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from ._records import as_floats, as_int, read_json, record_rle, require_keys, write_json
+    from ._records import (
+        as_floats,
+        as_int,
+        check_rle,
+        read_json,
+        record_rle,
+        require_keys,
+        write_json,
+    )
     from .coco import CocoDataset, CocoWriter, annotation_to_mask, read_coco
     from .png import read_label_map, read_png_folder, write_label_map, write_png_folder
     from .sa1b import read_sa1b, sa1b_masks, write_sa1b
