@@ -70,7 +70,7 @@ class PromptEncoder(nn.Module):
         if self.text_projection is None:
             raise ValueError(
                 "this model has no text head (prompt_encoder.text_projection): it takes points, "
-                "boxes and masks only; use a model trained for text, such as samkit_default"
+                "boxes and masks only; use a model trained for text (samkit finetune --text)"
             )
         first: nn.Linear = self.text_projection.layers[0]  # type: ignore[assignment]
         if text.ndim != 2 or text.shape[1] != first.in_features:
