@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 from samkit.checkpoints import read_state_dict
 from samkit.train import TrainConfig, distributed, train
 from samkit.train.config import RunOptions
+
+GLOO_ABORT = "terminate called without an active exception"
 
 
 def small_config(**changes: object) -> TrainConfig:
@@ -37,6 +40,13 @@ def test_two_processes_equal_one_process_with_their_images(tmp_path: Path) -> No
         "--max-steps", "1", "--device", "cpu", "--threads", "1",
     ]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and done.stderr.startswith(GLOO_ABORT):
+        # Seen once (a CI run on a 2-core machine, 2026-12-06): one process aborted in C++
+        # ("terminate called without an active exception") with no Python traceback, and the
+        # same test passed on its next three runs. One more try of the whole run keeps that
+        # abort from failing CI; any other failure, or the abort twice, still fails.
+        shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     log = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1]  # only rank 0 writes the log
