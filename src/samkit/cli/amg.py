@@ -10,9 +10,11 @@ from typing import Any
 
 from .arguments import (
     DEVICE_HELP,
+    add_embedding_cache_argument,
     add_max_pixels_argument,
     add_model_argument,
     bounded,
+    embedding_cache,
     out_dir,
 )
 
@@ -90,14 +92,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_max_pixels_argument(p)
-    p.add_argument(
-        "--embedding-cache",
-        type=out_dir,
-        metavar="DIR",
-        help="keep each image's (and crop's) embedding in DIR (1 GiB at most, least recently "
-        "used deleted first), so a rerun with other options or another --format skips the "
-        "image encoder; the masks do not change",
-    )
+    add_embedding_cache_argument(p, "each image's (and crop's) embedding")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--overlays",
@@ -122,7 +117,6 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def _amg(args: argparse.Namespace) -> int:
     from .. import SamAutomaticMaskGenerator, load
-    from ..embedding_cache import EmbeddingCache
     from ..runner import amg_settings, collect_inputs, prepare_output, run_amg
 
     inputs = collect_inputs(args.inputs)
@@ -132,7 +126,7 @@ def _amg(args: argparse.Namespace) -> int:
     settings = amg_settings(args.model, options, args.format, overlays=args.overlays)
     prepare_output(args.out, settings, inputs, args.format, overwrite=args.overwrite)
     # Disk only: within one run each image and crop is embedded once anyway.
-    cache = None if args.embedding_cache is None else EmbeddingCache(0, args.embedding_cache)
+    cache = embedding_cache(args)
     generator = SamAutomaticMaskGenerator(
         load(args.model, device=args.device), output_mode="coco_rle", cache=cache, **options
     )

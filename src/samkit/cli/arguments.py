@@ -10,6 +10,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -260,3 +261,22 @@ def positive_ints(text: str) -> list[int]:
             f"expected positive whole numbers like 1,3,5; got {text!r}"
         )
     return values
+
+
+def add_embedding_cache_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--embedding-cache DIR: the image embeddings kept on disk (`samkit.embedding_cache`);
+    `what` says what a later run skips."""
+    parser.add_argument(
+        "--embedding-cache",
+        type=out_dir,
+        metavar="DIR",
+        help=f"keep {what} in DIR (1 GiB at most, least recently used deleted first), so "
+        "the image encoder is skipped next time; the masks do not change",
+    )
+
+
+def embedding_cache(args: argparse.Namespace) -> Any:
+    """The `EmbeddingCache` of --embedding-cache (disk only), or None."""
+    from ..embedding_cache import EmbeddingCache
+
+    return None if args.embedding_cache is None else EmbeddingCache(0, args.embedding_cache)

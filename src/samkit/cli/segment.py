@@ -9,9 +9,10 @@ import numpy as np
 
 from .arguments import (
     DEVICE_HELP,
+    add_embedding_cache_argument,
     add_max_pixels_argument,
     add_model_argument,
-    out_dir,
+    embedding_cache,
     out_file,
     xy,
     xyxy,
@@ -75,20 +76,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_max_pixels_argument(p)
-    p.add_argument(
-        "--embedding-cache",
-        type=out_dir,
-        metavar="DIR",
-        help="keep the image's embedding in DIR (1 GiB at most, least recently used deleted "
-        "first), so the next prompts on this image skip the image encoder; the masks do not "
-        "change",
-    )
+    add_embedding_cache_argument(p, "the image's embedding")
     p.set_defaults(handler=_segment)
 
 
 def _segment(args: argparse.Namespace) -> int:
     from .. import SamPredictor, load
-    from ..embedding_cache import EmbeddingCache
     from ..io import load_image
     from ..io.render import render_overlay, save_image, save_mask_png
     from ..loading import SEEDED_VARIANTS
@@ -108,7 +101,7 @@ def _segment(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     # Disk only: one command embeds one image.
-    cache = None if args.embedding_cache is None else EmbeddingCache(0, args.embedding_cache)
+    cache = embedding_cache(args)
     predictor = SamPredictor(load(args.model, device=args.device), cache=cache)
     if args.text is not None:  # the text head and the phrase's length, before the image's work
         try:

@@ -41,7 +41,7 @@ from ..io import (
     record_rle,
     require_keys,
 )
-from .report import PLOT_COLOURS
+from .report import Line, line_plot
 
 # The generator's settings in the paper's proposal experiment (appendix D.3).
 PAPER_SETTINGS: dict[str, float] = {
@@ -372,36 +372,21 @@ def write_csv(rows: Sequence[GroupRecall], path: str | os.PathLike[str]) -> None
 def plot_png(
     rows: Sequence[GroupRecall], path: str | os.PathLike[str], size: tuple[int, int] = (640, 420)
 ) -> None:
-    """Recall against IoU threshold at the largest budget, one line per group that has objects,
-    drawn with Pillow."""
-    from PIL import Image, ImageDraw
-
+    """Recall against IoU threshold at the largest budget, one line per group that has objects
+    (`report.line_plot`)."""
     budget = max(rows[0].recall)
-    w, h = size
-    left, right, top, bottom = 60, 170, 30, 50
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    xs = np.linspace(left, w - right, len(IOU_THRESHOLDS)).tolist()
-
-    def y_of(v: float) -> float:
-        return top + (h - top - bottom) * (1.0 - v)
-
-    draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
-    for tick in np.linspace(0, 1, 6):
-        draw.line([(left - 4, y_of(tick)), (left, y_of(tick))], fill="black")
-        draw.text((left - 34, y_of(tick) - 6), f"{tick:.1f}", fill="black")
-    for t, x in zip(IOU_THRESHOLDS, xs, strict=True):
-        draw.text((x - 10, h - bottom + 6), f"{t:.2f}", fill="black")
-    draw.text(((left + w - right) / 2 - 30, h - 22), "IoU threshold", fill="black")
-    draw.text((left + 8, 6), f"recall ({budget} proposals an image)", fill="black")
-    shown = [r for r in rows if r.objects > 0]
-    for i, row in enumerate(shown):
-        colour = PLOT_COLOURS[i % len(PLOT_COLOURS)]
-        points = [(x, y_of(float(v))) for x, v in zip(xs, row.recall[budget], strict=True)]
-        draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-        label = f"{row.group} (n={row.objects}) AR {row.ar(budget):.3f}"
-        draw.text((w - right + 10, top + 16 * i), label, fill=colour)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    lines = [
+        Line(
+            f"{r.group} (n={r.objects}) AR {r.ar(budget):.3f}", [float(v) for v in r.recall[budget]]
+        )
+        for r in rows
+        if r.objects > 0
+    ]
+    line_plot(
+        path,
+        [f"{t:.2f}" for t in IOU_THRESHOLDS],
+        lines,
+        x_label="IoU threshold",
+        y_label=f"recall ({budget} proposals an image)",
+        size=size,
+    )
