@@ -336,7 +336,8 @@ def test_cli_end_to_end(
     argv = ["eval", "proposals", str(shapes["path"]), str(shapes["images"])]
     assert main([*argv, "--points-per-side", "8", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "for 2 images (samkit_default: points_per_side 8, crop_n_layers 0" in printed
+    settings = "points_per_side 8, crop_n_layers 1, crop_n_points_downscale_factor 2"
+    assert f"for 2 images (samkit_default: {settings}, pred_iou_thresh 0" in printed
     assert "| group | objects | AR@10 | AR@100 | AR@1000 |" in printed
     values = {}
     for line in printed.splitlines()[3:]:
@@ -351,6 +352,36 @@ def test_cli_end_to_end(
     assert (
         len(list(csv.DictReader((out / "results.csv").read_text().splitlines()))) == 7 * 3
     )  # groups x budgets
+
+
+def test_cli_crops_find_a_small_object_the_whole_image_grid_misses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One grid point (48, 48) on the grey background; the layer of 2x2 crops puts one point at
+    # each crop's centre, (32, 32) among them, inside the small square.
+    small = square(28, 28, 9, SIZE)
+    image = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
+    image[small] = (240, 220, 30)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "a.png")
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": SIZE, "height": SIZE}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(small)}],
+        "categories": [{"id": 1, "name": "square"}],
+    }
+    coco = tmp_path / "instances.json"
+    coco.write_text(json.dumps(data))
+    argv = ["eval", "proposals", str(coco), str(folder), "--points-per-side", "1"]
+    argv += ["--crop-n-points-downscale-factor", "1", "--budgets", "10", "--no-progress"]
+
+    def recall(*options: str) -> float:
+        assert main([*argv, *options]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if "| all |" in line)
+        return float(row.strip("|").split("|")[2])
+
+    with_crops, without = recall(), recall("--crop-n-layers", "0")
+    assert with_crops > 0.9 and without < 0.5, (with_crops, without)
 
 
 def test_cli_checks_inputs_before_loading_the_model(

@@ -7,18 +7,20 @@ from pathlib import Path
 
 from .arguments import DEVICE_HELP, add_model_argument, bounded, out_dir, positive_ints
 
-# (option, type, default here, help); the paper's value of each is in PAPER_SETTINGS.
+# (option, type, help); each default is the protocol's, PROPOSAL_SETTINGS.
 OPTIONS = [
-    ("points_per_side", bounded(int, 1), 32, "grid points along each side of the image"),
-    ("crop_n_layers", bounded(int, 0), 0, "zoomed crop layers; 0: the whole image only"),
-    ("pred_iou_thresh", bounded(float, 0, 1), 0.0, "drop masks of lower predicted IoU; 0: off"),
-    ("stability_score_thresh", bounded(float, 0, 1), 0.0, "drop less stable masks; 0: off"),
-    ("box_nms_thresh", bounded(float, 0, 1), 0.9, "box IoU above which NMS drops a duplicate"),
+    ("points_per_side", bounded(int, 1), "grid points along each side of the image"),
+    ("crop_n_layers", bounded(int, 0), "zoomed crop layers; 0: the whole image only"),
+    ("crop_n_points_downscale_factor", bounded(int, 1), "crop layer i has factor**i fewer points"),
+    ("pred_iou_thresh", bounded(float, 0, 1), "drop masks of lower predicted IoU; 0: off"),
+    ("stability_score_thresh", bounded(float, 0, 1), "drop less stable masks; 0: off"),
+    ("box_nms_thresh", bounded(float, 0, 1), "box IoU above which NMS drops a duplicate"),
+    ("crop_nms_thresh", bounded(float, 0, 1), "the same across crops"),
 ]
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    from ..eval.proposals import PAPER_SETTINGS
+    from ..eval.proposals import PROPOSAL_SETTINGS
 
     p = sub.add_parser(
         "eval-proposals",
@@ -31,13 +33,14 @@ def add(sub: argparse._SubParsersAction) -> None:
         "COCOeval with useCats=0): overall, for small/medium/large objects and, when the\n"
         "categories carry LVIS's 'frequency', for frequent/common/rare ones (each against the\n"
         "objects of those categories only). Only images with an object are run. The defaults\n"
-        "are the paper's but for a coarser grid, quicker on CPU: it used --points-per-side 64.",
+        "are the protocol's (64x64 points, one layer of 2x2 crops, filters off, NMS 0.9);\n"
+        "--points-per-side 16 --crop-n-layers 0 is a quick look on a CPU.",
         epilog="examples:\n"
         "  samkit eval proposals instances_val2017.json val2017/ --out ar/\n"
-        "  samkit eval proposals lvis_v1_val.json coco/ --model vit_h --points-per-side 64 "
-        "--out ar/\n"
+        "  samkit eval proposals lvis_v1_val.json coco/ --model vit_h --out ar/\n"
         "      (LVIS: coco/ holds train2017/ and val2017/, as named by each image's coco_url)\n"
-        "  samkit eval proposals instances.json images/ --limit 20 --points-per-side 16",
+        "  samkit eval proposals instances.json images/ --limit 20 --points-per-side 16 "
+        "--crop-n-layers 0",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("coco", metavar="COCO_JSON", help="COCO or LVIS instances file (ground truth)")
@@ -55,12 +58,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="proposals an image to score, AR@K for each (default 10,100,1000; the paper "
         "reports AR@1000); the best max(K) of each image are kept",
     )
-    for name, kind, default, text in OPTIONS:
+    for name, kind, text in OPTIONS:
+        default = PROPOSAL_SETTINGS[name]
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=kind,
             default=default,
-            help=f"{text} (default {default:g}; the paper: {PAPER_SETTINGS[name]:g})",
+            help=f"{text} (default {default:g})",
         )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run)
