@@ -1,4 +1,5 @@
-"""SAM on onnxruntime alone: a predictor that needs numpy, pillow and onnxruntime, not torch.
+"""SAM on onnxruntime (or OpenVINO) alone: a predictor that needs numpy, pillow and the
+runtime, not torch.
 
 It runs the two graphs `samkit export-onnx --encoder-out` writes (see `samkit.export.onnx`)
 with `SamPredictor`'s interface: `set_image` once per image, then `predict` per prompt. The
@@ -18,6 +19,7 @@ import numpy as np
 from ..io.images import load_image
 from ..prompts import validate
 from ..transforms import ResizeLongestSide
+from .sessions import open_session
 
 IMG_SIZE_KEY = "samkit_img_size"  # graph metadata written by samkit's exporter
 MASK_THRESHOLD_KEY = "samkit_mask_threshold"
@@ -30,8 +32,12 @@ class OnnxPredictor:
     """Prompted masks from an ONNX image encoder and an ONNX decoder.
 
     encoder / decoder: paths of the graphs. img_size: the model's input size, read from the
-    graphs' metadata when samkit exported them. threads: onnxruntime intra-op threads (None:
-    its default). providers: onnxruntime execution providers (default: CPU).
+    graphs' metadata when samkit exported them. runtime: "onnxruntime" (default) or
+    "openvino" (`pip install openvino`), both on the same files. threads: the runtime's
+    intra-op threads (None: its default). providers: onnxruntime execution providers (default:
+    CPU). precision: OpenVINO's inference precision, "auto" (its choice: bf16 where the CPU
+    has AVX-512 BF16 or AMX), "fp32" or "bf16"; onnxruntime runs the graph's own (int8 graphs
+    come from `samkit export-onnx --int8`).
 
     A decoder exported with text input (`samkit export-onnx --text`) also takes text vectors:
     `predict(..., text_embedding=v)`, where v is the phrase's vector from the text encoder
@@ -45,21 +51,17 @@ class OnnxPredictor:
         decoder: str | os.PathLike[str],
         *,
         img_size: int | None = None,
+        runtime: str = "onnxruntime",
         threads: int | None = None,
         providers: list[str] | None = None,
+        precision: str = "auto",
     ) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(os.fspath(encoder), options, providers=providers)
-        self.decoder = ort.InferenceSession(os.fspath(decoder), options, providers=providers)
-        meta = {
-            **self.decoder.get_modelmeta().custom_metadata_map,
-            **self.encoder.get_modelmeta().custom_metadata_map,
-        }
+        self.runtime = runtime
+        self.encoder, self.decoder = (
+            open_session(path, runtime, threads=threads, providers=providers, precision=precision)
+            for path in (encoder, decoder)
+        )
+        meta = {**self.decoder.metadata, **self.encoder.metadata}
         if img_size is None and IMG_SIZE_KEY not in meta:
             raise ValueError(
                 f"{encoder} does not record the model's input size ({IMG_SIZE_KEY}); "
@@ -68,9 +70,9 @@ class OnnxPredictor:
         self.img_size = int(img_size if img_size is not None else meta[IMG_SIZE_KEY])
         self.mask_threshold = float(meta.get(MASK_THRESHOLD_KEY, 0.0))
         self.image_format = meta.get(IMAGE_FORMAT_KEY, "RGB")
-        text_inputs = [i for i in self.decoder.get_inputs() if i.name == TEXT_INPUT]
-        self.text_dim: int | None = int(text_inputs[0].shape[1]) if text_inputs else None
-        self.text_encoder: str | None = meta.get(TEXT_ENCODER_KEY) if text_inputs else None
+        has_text = TEXT_INPUT in self.decoder.inputs
+        self.text_dim: int | None = self.decoder.inputs[TEXT_INPUT] if has_text else None
+        self.text_encoder: str | None = meta.get(TEXT_ENCODER_KEY) if has_text else None
         self._decoder_path = os.fspath(decoder)
         self.transform = ResizeLongestSide(self.img_size)
         self.reset_image()
