@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_runtime import IMAGE, PROMPTS, _agree, _iou
+from test_export_runtime import IMAGE, PROMPTS, _agree, _iou, export_graphs
 
-from samkit import load
-from samkit.export import OnnxPredictor, export_decoder, export_encoder, quantize_dynamic_int8
+from samkit.export import OnnxPredictor, quantize_dynamic_int8
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
@@ -17,11 +16,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("openvino")
-    model = load("samkit_default")
-    return export_encoder(model, folder / "encoder.onnx"), export_decoder(
-        model, folder / "decoder.onnx"
-    )
+    return export_graphs(tmp_path_factory.mktemp("openvino"))
 
 
 def prompts() -> list[dict[str, np.ndarray | None]]:

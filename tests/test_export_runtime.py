@@ -27,14 +27,17 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The bundled trained model as ONNX: real masks, not noise."""
-    folder = tmp_path_factory.mktemp("onnx")
+def export_graphs(folder: Path) -> tuple[Path, Path]:
+    """The bundled trained model as ONNX (encoder, decoder): real masks, not noise."""
     model = load("samkit_default")
     return export_encoder(model, folder / "encoder.onnx"), export_decoder(
         model, folder / "decoder.onnx"
     )
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return export_graphs(tmp_path_factory.mktemp("onnx"))
 
 
 def _agree(got: tuple[np.ndarray, ...], want: tuple[np.ndarray, ...]) -> None:
