@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .arguments import (
     DEVICE_HELP,
@@ -12,6 +14,9 @@ from .arguments import (
     existing_dir,
 )
 
+if TYPE_CHECKING:
+    from ..serve.importer import Document
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,7 +25,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         description="Serve the annotator page and its JSON API (OpenAPI schema at /openapi.json). "
         "Annotations are autosaved in FOLDER/.samkit/; exports go to FOLDER/.samkit/export/.",
         epilog="examples:\n  samkit serve photos/ --model vit_b\n"
-        "  samkit serve photos/ --model samkit_tiny --port 8080 --host 0.0.0.0",
+        "  samkit serve photos/ --model samkit_tiny --port 8080 --host 0.0.0.0\n"
+        "  samkit serve photos/ --import instances.json   # continue a COCO dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -50,6 +56,15 @@ def add(sub: argparse._SubParsersAction) -> None:
         help='the label set, comma-separated ("cat,dog,car"): keys 1-9 choose them, COCO export '
         "numbers them 1.. in this order; replaces the set stored in FOLDER/.samkit/labels.json",
     )
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="import a COCO instances or SA-1B image JSON before serving: images matched by "
+        "file name, masks an image has already skipped, the rest reported (repeatable)",
+    )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_max_pixels_argument(p)
     p.add_argument(
@@ -69,13 +84,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         from ..serve import create_app, run
-        from ..serve.labelset import parse_labels
+        from ..serve.importer import import_document
+        from ..serve.labelset import Progress, parse_labels
     except ImportError as err:
         raise RuntimeError(
             f"samkit serve needs the serve extra: pip install 'samkit[serve]' ({err})"
         ) from err
 
     labels = None if args.labels is None else parse_labels(args.labels)  # before the model loads
+    imports = [_read_import(path) for path in args.imports]  # likewise
     _check_port(args.host, args.port)
     model = load(args.model, device=args.device)
     app = create_app(
@@ -88,9 +105,23 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_hosts=[args.host, *args.allow_host],
         labels=labels,
     )
+    project = app.state.project
+    for path, doc in zip(args.imports, imports, strict=True):  # after --labels replaced the set
+        report = import_document(project, Progress(project.state_dir), doc)
+        print("\n".join(report.lines(path)))
     print(f"samkit annotator: http://{args.host}:{args.port}/  (API schema at /openapi.json)")
     run(app, host=args.host, port=args.port)
     return 0
+
+
+def _read_import(path: str) -> Document:
+    """The parsed document of `--import path` (`importer.parse_document`); ValueError for a
+    missing file or one that is not COCO or SA-1B JSON."""
+    from ..serve.importer import parse_document
+
+    if not Path(path).is_file():
+        raise ValueError(f"--import {path}: no such file")
+    return parse_document(Path(path).read_bytes(), f"--import {path}")
 
 
 def _check_port(host: str, port: int) -> None:

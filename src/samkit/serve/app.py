@@ -12,11 +12,11 @@ Endpoints (all JSON unless said; the OpenAPI schema is at /openapi.json):
     GET    /api/images/{id}                   one image's info
     GET    /api/images/{id}/image             the image as the model sees it (JPEG, upright)
     POST   /api/images/{id}/embed             compute (or find cached) the embedding
-    POST   /api/images/{id}/predict           prompts (points, box, text) -> 3 (or 1) masks
+    POST   /api/images/{id}/predict           prompts (points, box, text, a mask) -> 3 (or 1) masks
     POST   /api/images/{id}/everything        automatic mask generation ("job": an id to follow)
     GET    /api/everything/{job}              its progress (points done of all)  DELETE cancel it
-    GET    /api/images/{id}/annotations       list          POST  add one
-    PATCH  /api/images/{id}/annotations/{n}   relabel       DELETE remove one
+    GET    /api/images/{id}/annotations       list, add, change (label, mask), delete, and an
+                                              object's polygons (routes_annotations.py)
     POST   /api/export                        write the folder's export under .samkit/export
     GET    /api/export/{format}.zip           the same export as a zip download
 Errors are 4xx JSON `{"detail": "what was wrong and what to do"}`.
@@ -49,17 +49,18 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..io import DEFAULT_MAX_PIXELS
+from ..io._records import decode_rle
 from ..modeling import Sam
 from ..rle import mask_to_rle
 from .engine import Cancelled, Engine
 from .export import FORMATS, export_project, remove_stale_temporaries
 from .guard import HEADER, RequestGuard, allowed_names
+from .importer import import_router
 from .labelset import STATES, Progress, state_of
 from .limits import BodyLimit
 from .project import NotFound, Project, source_counts
+from .routes_annotations import annotation_routes
 from .schemas import (
-    AnnotationCreate,
-    AnnotationUpdate,
     EverythingRequest,
     ExportRequest,
     LabelSetUpdate,
@@ -132,6 +133,8 @@ def create_app(
     app.state.allowed_hosts = allowed_names(allowed_hosts)
     app.add_middleware(RequestGuard, allowed_hosts=app.state.allowed_hosts)  # runs first
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(import_router(project, progress))  # POST /api/import (importer.py)
+    app.include_router(annotation_routes(project))  # /api/images/{id}/annotations...
 
     @app.exception_handler(ValueError)
     async def _bad_input(request: Request, exc: ValueError) -> JSONResponse:
@@ -258,6 +261,15 @@ def create_app(
         if body.points is None and body.box is None and body.text is None:
             raise ValueError("give at least one prompt: points (with labels), a box or a text")
         ref = body.mask_input
+        if ref is not None and body.mask is not None:
+            raise ValueError(
+                "give mask_input (a previous prediction's candidate) or mask (an edited mask of "
+                "the whole image), not both"
+            )
+        mask = None
+        if body.mask is not None:  # an edited mask: the whole image's
+            width, height = project.size(image_id)
+            mask = decode_rle(body.mask, "mask", (height, width))
         pred = engine.predict(
             project.revision(image_id),
             lambda: project.load(image_id),
@@ -265,6 +277,7 @@ def create_app(
             point_labels=None if body.labels is None else np.array(body.labels),
             box=None if body.box is None else np.array(body.box, dtype=float),
             mask_from=None if ref is None else (ref.token, ref.index),
+            mask=mask,
             multimask_output=body.multimask,
             text=body.text,
         )
@@ -319,23 +332,6 @@ def create_app(
         """Stop the job before its next batch of points; its request answers cancelled."""
         if not engine.cancel(job_id):
             raise no_job(job_id)
-        return Response(status_code=204)
-
-    @app.get("/api/images/{image_id}/annotations")
-    def list_annotations(image_id: str) -> list[dict[str, Any]]:
-        return project.annotations(image_id)
-
-    @app.post("/api/images/{image_id}/annotations", status_code=201)
-    def add_annotation(image_id: str, body: AnnotationCreate) -> dict[str, Any]:
-        return project.add_annotation(image_id, body.model_dump(exclude_none=True))
-
-    @app.patch("/api/images/{image_id}/annotations/{ann_id}")
-    def relabel(image_id: str, ann_id: int, body: AnnotationUpdate) -> dict[str, Any]:
-        return project.update_annotation(image_id, ann_id, body.label)
-
-    @app.delete("/api/images/{image_id}/annotations/{ann_id}", status_code=204)
-    def delete_annotation(image_id: str, ann_id: int) -> Response:
-        project.delete_annotation(image_id, ann_id)
         return Response(status_code=204)
 
     def label_names() -> list[str]:

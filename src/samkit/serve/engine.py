@@ -19,6 +19,8 @@ Mask feedback (SAM's dense prompt): every prediction's low-res logits stay on th
 under a random token; the next request names `(token, index)` to feed candidate `index`
 back as `mask_input`, as the official notebooks do between clicks. Tokens live in a second
 byte-bounded LRU; an expired or foreign token is a ValueError the API turns into a 400.
+A mask edited on the page (brush, eraser) comes back as a whole-image binary mask instead:
+`mask_prompt` puts it in the model's frame and turns it into low-res logits.
 
 Text prompts: phrase vectors come from `samkit.text.encode_cached`, so the clicks that refine
 a phrase's mask, each sent with the phrase, do not encode it again.
@@ -44,9 +46,37 @@ from ..embedding_cache import embedding_bytes
 from ..masks import calculate_stability_score
 from ..modeling import Sam
 from ..predictor import ImageEmbedding, SamPredictor
+from ..transforms import ResizeLongestSide
 from .cache import ByteLRU
 
 ImageLoader = Callable[[], np.ndarray]  # returns the image as HxWx3 uint8 RGB
+# The logit an edited mask gives the model: +MASK_LOGIT where a low-res pixel is all inside,
+# -MASK_LOGIT where it is all outside, linear in the part inside between (0, the threshold, on
+# the boundary). 10 is about what the model itself gives a confident pixel of its own mask
+# (samkit_default: +8 to +15 inside); fed back with its click, a mask it predicted comes back.
+MASK_LOGIT = 10.0
+
+
+def mask_prompt(
+    mask: np.ndarray, input_size: int, low_res_size: tuple[int, int], logit: float = MASK_LOGIT
+) -> np.ndarray:
+    """An (H, W) bool mask of the original image as the model's mask input: (1, h, w) float32
+    low-res logits, h, w = `low_res_size` (the prompt encoder's `mask_input_size`).
+
+    The mask is resized as the image is (longest side to `input_size`, `ResizeLongestSide`),
+    padded at the bottom and right to `input_size` squared, then shrunk to `low_res_size`;
+    both steps average (area interpolation), so each low-res pixel holds the part of it that
+    is inside, mapped to logits by `logit * (2 * part - 1)`.
+    """
+    import cv2
+
+    h, w = mask.shape
+    new_h, new_w = ResizeLongestSide.get_preprocess_shape(h, w, input_size)
+    part = cv2.resize(mask.astype(np.uint8) * 255, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    frame = np.zeros((input_size, input_size), dtype=np.float32)
+    frame[:new_h, :new_w] = part / 255.0
+    low = cv2.resize(frame, (low_res_size[1], low_res_size[0]), interpolation=cv2.INTER_AREA)
+    return (logit * (2.0 * low - 1.0))[None].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -164,6 +194,7 @@ class Engine:
         point_labels: np.ndarray | None = None,
         box: np.ndarray | None = None,
         mask_from: tuple[str, int] | None = None,
+        mask: np.ndarray | None = None,
         multimask_output: bool = True,
         text: str | None = None,
     ) -> Prediction:
@@ -171,12 +202,24 @@ class Engine:
 
         point_coords: (N, 2) (X, Y) pixels; point_labels: (N,) 1 foreground, 0 background;
         box: (4,) XYXY pixels; mask_from: (token, index) of an earlier prediction on this
-        image whose candidate `index` is fed back as the low-res mask prompt; text: a phrase
-        naming the object (a model without a text head raises ValueError).
-        Prompt errors (shapes, NaN, outside the image) raise ValueError.
+        image whose candidate `index` is fed back as the low-res mask prompt; or mask: an
+        (H, W) bool mask of the image (an edited one) fed back as the mask prompt
+        (`mask_prompt`); text: a phrase naming the object (a model without a text head
+        raises ValueError). Prompt errors (shapes, NaN, outside the image) raise ValueError.
         """
+        if mask_from is not None and mask is not None:
+            raise ValueError("give mask_from (a prediction's logits) or mask, not both")
         predictor, _ = self.embed(key, load)
         mask_input = None if mask_from is None else self._previous_logits(key, *mask_from)
+        if mask is not None:
+            if mask.shape != predictor.original_size:
+                h, w = predictor.original_size or (0, 0)
+                raise ValueError(
+                    f"mask is {mask.shape[0]}x{mask.shape[1]} (HxW) but the image is {h}x{w}; "
+                    "send a mask of the whole image"
+                )
+            size = self.model.image_encoder.img_size
+            mask_input = mask_prompt(mask, size, self.model.prompt_encoder.mask_input_size)
         start = time.perf_counter()
         logits, scores, low_res = predictor.predict(
             point_coords=point_coords,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,29 @@ def check_labels(labels: Any) -> list[dict[str, str]]:
     return checked
 
 
+def extend_labels(
+    labels: list[dict[str, str]], names: Iterable[str]
+) -> tuple[list[dict[str, str]], list[tuple[str, str]]]:
+    """The set `labels` with each of `names` it lacks appended, in a palette colour it does
+    not use yet (while one is left); returns it and the names left out, each with the reason
+    (not a name `check_labels` takes, or the set is full at MAX_LABELS)."""
+    out = list(labels)
+    left_out = []
+    for name in names:
+        if name.strip() in (entry["name"] for entry in out):
+            continue
+        if len(out) >= MAX_LABELS:
+            left_out.append((name, f"the label set is full ({MAX_LABELS} labels)"))
+            continue
+        used = {entry["color"] for entry in out}
+        color = next((c for c in PALETTE if c not in used), PALETTE[len(out) % len(PALETTE)])
+        try:
+            out = check_labels([*out, {"name": name, "color": color}])
+        except ValueError as err:
+            left_out.append((name, str(err)))
+    return out, left_out
+
+
 def parse_labels(text: str) -> list[dict[str, str]]:
     """The label set of `samkit serve --labels "cat,dog,car"` (names, comma-separated)."""
     return check_labels([name.strip() for name in text.split(",")])
@@ -78,6 +102,17 @@ class Progress:
             self.labels_path.parent.mkdir(parents=True, exist_ok=True)
             write_json(self.labels_path, {"labels": checked})
         return checked
+
+    def add_labels(self, names: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Append the names the set lacks (`extend_labels`); returns the names added and
+        those left out with the reason."""
+        with self._lock:
+            before = self.labels()
+            labels, left_out = extend_labels(before, names)
+            if len(labels) > len(before):
+                self.labels_path.parent.mkdir(parents=True, exist_ok=True)
+                write_json(self.labels_path, {"labels": labels})
+        return [entry["name"] for entry in labels[len(before) :]], left_out
 
     def marks(self) -> dict[str, str]:
         if not self.progress_path.exists():

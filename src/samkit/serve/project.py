@@ -12,7 +12,9 @@ atomically after every change, so reopening the folder resumes where it was left
                       "area": int, "bbox": [x, y, w, h], "predicted_iou": float,
                       "stability_score": float, "point_coords": [[x, y]],
                       "text": "the phrase the mask was asked with" (only when there was one),
-                      "source": "manual" (clicks, box), "text" or "proposal" (segment everything)},
+                      "source": "manual" (clicks, box), "text", "proposal" (segment everything)
+                                or "imported" (read from a COCO or SA-1B file, importer.py)
+                                or "edited" (its mask painted since, brush or eraser)},
                      ...]}
 """
 
@@ -32,11 +34,13 @@ from PIL import Image
 from .._atomic import atomic_path
 from ..io import DEFAULT_MAX_PIXELS, image_size, load_image, read_json, record_rle, write_json
 from ..io.images import IMAGE_SUFFIXES
-from ..rle import decode_coco_rle
+from ..rle import decode_coco_rle, encode_coco_rle
 
 STATE_DIR = ".samkit"
 MAX_LABEL_CHARS = 100
 SOURCES = ("manual", "text", "proposal")  # the stage that made an annotation's mask
+IMPORTED = "imported"  # the source of annotations read from a COCO or SA-1B file
+EDITED = "edited"  # the source of a mask painted by hand (brush, eraser) after it was made
 # Upload formats kept as they are; anything else Pillow reads is stored re-encoded as PNG.
 _KEEP_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 
@@ -164,8 +168,8 @@ class Project:
 
         fields: `label` (str), `segmentation` (COCO RLE, compressed or not, of the image's
         size), optional `predicted_iou`, `stability_score`, `point_coords` ([[x, y]]),
-        `text` (the phrase that prompted the mask) and `source` (`SOURCES`; default "text"
-        with a text, else "manual").
+        `text` (the phrase that prompted the mask) and `source` (`SOURCES` or `IMPORTED`;
+        default "text" with a text, else "manual").
         """
         width, height = self.size(image_id)
         record = _annotation(fields, (height, width))
@@ -177,11 +181,38 @@ class Project:
             self._write(image_id, doc)
         return record
 
-    def update_annotation(self, image_id: str, ann_id: int, label: str) -> dict[str, Any]:
+    def annotation(self, image_id: str, ann_id: int) -> dict[str, Any]:
+        with self._lock:
+            return _find(self._read(image_id), ann_id)
+
+    def update_annotation(
+        self,
+        image_id: str,
+        ann_id: int,
+        label: str | None = None,
+        *,
+        segmentation: dict[str, Any] | None = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """Change an annotation's label, mask or source (at least one of them).
+
+        segmentation: a new mask (COCO RLE of the image's size, as `add_annotation` takes);
+        its area and box follow, and its source becomes `source`, by default `EDITED`.
+        """
+        if label is None and segmentation is None and source is None:
+            raise ValueError("give at least one of label, segmentation and source to change")
+        changes: dict[str, Any] = {} if label is None else {"label": check_label(label)}
+        if segmentation is not None:
+            width, height = self.size(image_id)
+            changes.update(_mask_fields(segmentation, (height, width)))
+            del changes["centre"]  # the prompt's points stay what they were
+            source = source or EDITED
+        if source is not None:
+            changes["source"] = _source({"source": source})
         with self._lock:
             doc = self._read(image_id)
             record = _find(doc, ann_id)
-            record["label"] = check_label(label)
+            record.update(changes)
             self._write(image_id, doc)
         return record
 
@@ -190,6 +221,34 @@ class Project:
             doc = self._read(image_id)
             doc["annotations"].remove(_find(doc, ann_id))
             self._write(image_id, doc)
+
+    def import_annotations(self, batches: dict[str, list[dict[str, Any]]]) -> dict[str, list[bool]]:
+        """Store many images' annotations: `batches` maps image ids to fields as
+        `add_annotation` takes them. Every one is checked before any image's file is written
+        (a bad one raises ValueError and nothing is stored). An annotation whose mask equals
+        one its image has already, or an earlier one's of its batch, is skipped, so storing
+        the same batches twice adds nothing. Returns, per image, whether each was stored.
+        """
+        checked = {}
+        for image_id, fields in batches.items():
+            width, height = self.size(image_id)
+            checked[image_id] = [_annotation(f, (height, width)) for f in fields]
+        stored: dict[str, list[bool]] = {}
+        with self._lock:
+            for image_id, records in checked.items():
+                doc = self._read(image_id)
+                seen = {_mask_key(a["segmentation"]) for a in doc["annotations"]}
+                stored[image_id] = []
+                for record in records:
+                    key = _mask_key(record["segmentation"])
+                    stored[image_id].append(key not in seen)
+                    if key not in seen:
+                        seen.add(key)
+                        doc["annotations"].append({"id": doc["next_id"], **record})
+                        doc["next_id"] += 1
+                if any(stored[image_id]):
+                    self._write(image_id, doc)
+        return stored
 
     def _path(self, image_id: str) -> Path:
         return self.state_dir / "annotations" / f"{image_id}.json"  # ids are hex, from our scan
@@ -239,20 +298,28 @@ def _find(doc: dict[str, Any], ann_id: int) -> dict[str, Any]:
     raise NotFound(f"no annotation with id {ann_id} on image {doc['file_name']!r}")
 
 
-def _annotation(fields: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any]:
-    """A stored annotation (compressed RLE, area, tight XYWH box) from the client's fields."""
-    rle = record_rle({"segmentation": fields.get("segmentation")}, "segmentation", shape)
+def _mask_fields(segmentation: Any, shape: tuple[int, int]) -> dict[str, Any]:
+    """A client's COCO RLE as stored (compressed), with its area, tight XYWH box and the
+    mean of its pixels (X, Y) as `centre`."""
+    rle = record_rle({"segmentation": segmentation}, "segmentation", shape)
     mask = decode_coco_rle(rle)  # decodes, so a malformed RLE fails here and not at export
     ys, xs = np.nonzero(mask)
     if xs.size == 0:
         raise ValueError("segmentation is empty; an annotation needs at least one pixel")
     x0, y0 = float(xs.min()), float(ys.min())
-    points = fields.get("point_coords") or [[float(xs.mean()), float(ys.mean())]]
+    bbox = [x0, y0, float(xs.max()) - x0 + 1, float(ys.max()) - y0 + 1]
+    centre = [float(xs.mean()), float(ys.mean())]
+    return {"segmentation": rle, "area": int(xs.size), "bbox": bbox, "centre": centre}
+
+
+def _annotation(fields: dict[str, Any], shape: tuple[int, int]) -> dict[str, Any]:
+    """A stored annotation (compressed RLE, area, tight XYWH box) from the client's fields."""
+    mask = _mask_fields(fields.get("segmentation"), shape)
+    centre = mask.pop("centre")
+    points = fields.get("point_coords") or [centre]
     return {
         "label": check_label(fields.get("label")),
-        "segmentation": rle,
-        "area": int(xs.size),
-        "bbox": [x0, y0, float(xs.max()) - x0 + 1, float(ys.max()) - y0 + 1],
+        **mask,
         "predicted_iou": float(fields.get("predicted_iou") or 0.0),
         "stability_score": float(fields.get("stability_score") or 0.0),
         "point_coords": [[float(x), float(y)] for x, y in points],
@@ -271,8 +338,17 @@ def source_counts(annotations: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def _mask_key(rle: dict[str, Any]) -> tuple[int, int, str]:
+    """The same key for the same mask: its size and canonical compressed counts (an RLE's
+    counts may spell one mask in more than one way, e.g. with empty runs)."""
+    canonical = encode_coco_rle(decode_coco_rle(rle))
+    return (*canonical["size"], canonical["counts"])
+
+
 def _source(fields: dict[str, Any]) -> str:
     source = fields.get("source") or ("text" if fields.get("text") else "manual")
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+    if source not in (*SOURCES, IMPORTED, EDITED):
+        raise ValueError(
+            f"source must be one of {', '.join((*SOURCES, IMPORTED, EDITED))}; got {source!r}"
+        )
     return str(source)

@@ -22,6 +22,10 @@ _AMG_DEFAULTS = {
 }
 MAX_TEXT = 500  # characters of a phrase: a few sentences, far under what a request may carry
 Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT)]
+MASK_RLE = 'COCO RLE of the whole image: {"size": [H, W], "counts": str or [int]}'
+# Where a mask came from (project.py): SOURCES, then IMPORTED and EDITED (a page re-creating a
+# deleted annotation, on undo, sends the source it had).
+Source = Literal["manual", "text", "proposal", "imported", "edited"]
 
 
 class _Body(BaseModel):
@@ -45,6 +49,11 @@ class PredictRequest(_Body):
     box: tuple[float, float, float, float] | None = Field(default=None, description="XYXY")
     mask_input: MaskRef | None = Field(
         default=None, description="feed back a previous prediction's candidate as a mask prompt"
+    )
+    mask: dict[str, Any] | None = Field(
+        default=None,
+        description=f"or feed back an edited mask as the mask prompt: {MASK_RLE}; at most one "
+        "of mask_input and mask",
     )
     text: Phrase | None = Field(
         default=None,
@@ -73,23 +82,26 @@ class EverythingRequest(_Body):
 
 class AnnotationCreate(_Body):
     label: str = Field(max_length=100)
-    segmentation: dict[str, Any] = Field(
-        description='COCO RLE of the whole image: {"size": [H, W], "counts": str or [int]}'
-    )
+    segmentation: dict[str, Any] = Field(description=MASK_RLE)
     predicted_iou: float | None = None
     stability_score: float | None = None
     point_coords: list[tuple[float, float]] | None = Field(default=None, max_length=256)
     text: Phrase | None = Field(default=None, description="the phrase the mask was asked with")
-    source: Literal["manual", "text", "proposal"] | None = Field(
+    source: Source | None = Field(
         default=None,
         description="the stage that made the mask: clicks or a box (manual), a phrase (text), "
-        "an accepted segment-everything proposal (proposal); default text with a text, else "
-        "manual",
+        "an accepted segment-everything proposal (proposal), a COCO or SA-1B file (imported), "
+        "painted by hand (edited); default text with a text, else manual",
     )
 
 
 class AnnotationUpdate(_Body):
-    label: str = Field(max_length=100)
+    """What to change (at least one field); a new mask makes the source "edited" unless
+    `source` says otherwise (undo sends the mask and the source it had)."""
+
+    label: str | None = Field(default=None, max_length=100)
+    segmentation: dict[str, Any] | None = Field(default=None, description=f"a new mask: {MASK_RLE}")
+    source: Source | None = None
 
 
 class LabelEntry(_Body):
