@@ -18,6 +18,9 @@ async function send(method, url, body) {
   const init = { method, headers: method === "GET" ? {} : { "X-Samkit": "1" } };
   if (body instanceof FormData) {
     init.body = body;
+  } else if (body instanceof Blob) {  // a JSON file picked on the page, sent as it is
+    init.headers["content-type"] = "application/json";
+    init.body = body;
   } else if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -46,6 +49,10 @@ export const api = {
   annotations: (id) => call("GET", `${img(id)}/annotations`),
   addAnnotation: (id, ann) => call("POST", `${img(id)}/annotations`, ann),
   relabel: (id, n, label) => call("PATCH", `${img(id)}/annotations/${n}`, { label }),
+  // any of label, segmentation and source
+  editAnnotation: (id, n, fields) => call("PATCH", `${img(id)}/annotations/${n}`, fields),
+  polygons: (id, n) => call("GET", `${img(id)}/annotations/${n}/polygons`),
+  importFile: (file) => call("POST", "/api/import", file),
   deleteAnnotation: (id, n) => call("DELETE", `${img(id)}/annotations/${n}`),
   exportAll: (format) => call("POST", "/api/export", { format }),
   everythingProgress: (job) => call("GET", `/api/everything/${encodeURIComponent(job)}`),

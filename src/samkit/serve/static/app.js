@@ -4,12 +4,18 @@
 // Answers come back late and out of order, so each is applied only to what it was asked
 // for: `S.view` counts opened images (an answer for another image is dropped), `S.seq`
 // counts prompt changes (an answer for an older prompt is dropped).
-// What is drawn, and the mouse on the canvas, are view.js's; the keys are keys.js's.
+// What is drawn, and the mouse on the canvas, are view.js's; the keys are keys.js's; the
+// brush and eraser edit.js's, undo and redo history.js's, the hover preview hover.js's and
+// the polygon view polygon.js's (the last two drawn on overlay.js's canvas).
 import { api, inFlight } from "./api.js";
+import { E, editKeys, initEdit, markSelected } from "./edit.js";
+import { acceptStep, clearHistory, deleteStep, forget, initHistory, patchStep, perform, promptStep, record, redo, undo } from "./history.js";
+import { H, dropHover, initHover, toggleHover } from "./hover.js";
 import { initKeys } from "./keys.js";
 import { chooseLabel, initLabels, objectColor } from "./labels.js";
 import { color, maskCanvas } from "./masks.js";
 import { renderPanels } from "./panels.js";
+import { P, initPolygons, renderPolygons, togglePolygons } from "./polygon.js";
 import { cancelEverything, renderSources, runEverything, sourceCounts } from "./prefill.js";
 import { initProgress, lastImage, mark, refreshCounts, remember } from "./progress.js";
 import { focusTextBox, initTextBox, renderTextBox } from "./text.js";
@@ -23,8 +29,9 @@ const S = {
   images: [], index: -1, info: null, image: null,
   prompt: emptyPrompt(),
   result: null, selected: 0, masks: [],  // masks: offscreen canvases of result's candidates
-  history: [], future: [],
+  history: [], future: [],  // undo's steps (history.js)
   objects: [], objectMasks: new Map(), hidden: new Set(), hideAll: false,
+  editing: null,  // the id of the accepted object selected (brush, eraser, polygons)
   proposals: [], proposalMasks: [], focus: -1,
   seq: 0, view: 0,
 };
@@ -71,7 +78,9 @@ async function openImage(index) {
   S.seq++;  // a prediction still in flight was for the image left
   S.index = index;
   S.info = S.images[index];
-  Object.assign(S, { image: null, result: null, masks: [], history: [], future: [], proposals: [] });
+  Object.assign(S, { image: null, result: null, masks: [], proposals: [], editing: null });
+  clearHistory();
+  dropHover();
   S.prompt = emptyPrompt();
   S.objects = []; S.proposalMasks = []; S.objectMasks = new Map(); S.hidden = hiddenOf(S.info.id); S.focus = -1;
   history.replaceState(null, "", `#${S.info.id}`);  // a reload opens this image again
@@ -130,21 +139,26 @@ function snapshot() {
 
 function restore(snap) {
   Object.assign(S, { prompt: snap.prompt, result: snap.result, masks: snap.masks, selected: snap.selected });
+  S.seq++;  // a prediction still in flight was asked for another prompt
 }
 
+// Undo (history.js) takes a prompt's change back with the prediction it had: no server call.
 async function changePrompt(edit) {
-  S.history.push(snapshot());
-  S.future = [];
+  const before = snapshot(), step = record(promptStep(before));
   edit(S.prompt);
-  await predict();
+  await predict(() => { forget(step); restore(before); });
 }
 
-async function predict() {
+// `undoOnError()` puts the prompt back as it was when the prediction fails.
+async function predict(undoOnError) {
   const { points, labels, box, text } = S.prompt;
   if (!points.length && !box && !text) { S.result = null; S.masks = []; render(); return; }
   const body = { points: points.length ? points : null, labels: points.length ? labels : null, box };
   if (text) Object.assign(body, { text, multimask: false });  // a phrase names one object
-  if (S.result) body.mask_input = { token: S.result.token, index: S.selected };
+  // The candidate is fed back: an edited one (brush, eraser) as its mask, else its logits' token.
+  const shown = S.result?.masks[S.selected];
+  if (shown?.edited) body.mask = shown.segmentation;
+  else if (S.result) body.mask_input = { token: S.result.token, index: S.selected };
   const seq = ++S.seq;
   const imageId = S.info.id;
   setState("predicting", "predicting");
@@ -153,7 +167,7 @@ async function predict() {
   try {
     result = await api.predict(imageId, body);
   } catch (err) {
-    if (seq === S.seq) { restore(S.history.pop()); fail(err); render(); }
+    if (seq === S.seq) { undoOnError(); fail(err); render(); }
     return;
   }
   if (seq !== S.seq) return;  // a newer prompt is on its way, or another image is open
@@ -174,46 +188,40 @@ function cycle() {
 
 function clearPrompt() {
   if (!S.prompt.points.length && !S.prompt.box && !S.prompt.text && !S.result) return;
-  S.history.push(snapshot());
-  S.future = [];
+  record(promptStep(snapshot()));
   S.prompt = emptyPrompt();
   S.result = null; S.masks = [];
   render();
 }
 
-// Undo moves a snapshot from history to future; redo the other way. No server call: each
-// snapshot keeps its prediction (and its token, for the next click's mask input).
-function travel(from, to) {
-  if (!from.length) return;
-  to.push(snapshot());
-  restore(from.pop());
-  S.seq++;  // a prediction still in flight no longer applies
-  render();
+function clear() {
+  if (cancelEverything()) return;
+  clearPrompt();
+  if (S.editing !== null) { S.editing = null; render(); }
 }
-const undo = () => travel(S.history, S.future);
-const redo = () => travel(S.future, S.history);
 
 // The mask on screen is saved to the image it was predicted on, and taken off the screen at
-// once (a second Enter does not save it twice); it comes back if the save fails.
+// once (a second Enter does not save it twice); it comes back if the save fails. Undo deletes
+// it and shows the candidate again.
 async function accept() {
   if (!S.result) return;
-  const view = S.view, seq = ++S.seq, snap = snapshot(), history = S.history;
+  const view = S.view, seq = ++S.seq, before = snapshot();
   const m = S.result.masks[S.selected];
   const positives = S.prompt.points.filter((_, i) => S.prompt.labels[i] === 1);
-  const text = S.prompt.text, source = text ? "text" : "manual";
-  const saving = saveObject(S.result.imageId, m, positives.length ? positives : null, text, source);
+  const text = S.prompt.text, source = m.edited ? "edited" : text ? "text" : "manual";
+  const fields = annotationOf(m, positives.length ? positives : null, text, source);
+  const saving = perform(acceptStep(S.result.imageId, fields, before));
   S.prompt = emptyPrompt();
-  S.result = null; S.masks = []; S.history = []; S.future = [];
+  S.result = null; S.masks = [];
   render();
   let saved;
   try {
-    saved = await saving;
+    saved = await saving;  // and the objects loaded again
   } catch (err) {
-    if (seq === S.seq) { restore(snap); S.history = history; render(); }
+    if (seq === S.seq) { restore(before); render(); }
     throw err;
   }
   if (view !== S.view) return;
-  await loadObjects();
   // The label box keeps its text for the next object: say so, once per save.
   if (document.body.dataset.state === "ready") {
     setState("ready", `saved #${saved.id} as "${saved.label}"; the next object gets this label too (L to change it)`);
@@ -221,11 +229,31 @@ async function accept() {
   render();
 }
 
-function saveObject(imageId, m, points, text, source) {
+function annotationOf(m, points, text, source) {
   const ann = { label: $("label").value, segmentation: m.segmentation, predicted_iou: m.predicted_iou, stability_score: m.stability_score, source };
   if (points) ann.point_coords = points;
   if (text) ann.text = text;
-  return api.addAnnotation(imageId, ann);
+  return ann;
+}
+
+function saveObject(imageId, m, points, text, source) {
+  return api.addAnnotation(imageId, annotationOf(m, points, text, source));
+}
+
+// -- editing -----------------------------------------------------------------------------
+// The objects again after a change on the server (history.js), those in `stale` painted anew.
+async function refresh(imageId, stale) {
+  if (imageId !== S.info?.id) return;
+  for (const id of stale) S.objectMasks.delete(id);
+  await loadObjects();
+  if (!S.objects.some((o) => o.id === S.editing)) S.editing = null;
+  render();
+}
+
+// A change of an object (delete, relabel, a stroke) is saved through history.js, for undo.
+function changeObject(step) {
+  const view = S.view, imageId = S.info.id;
+  return perform(step).catch((err) => { refresh(imageId, S.objects.map((o) => o.id)); failOn(view)(err); });
 }
 
 // -- segment everything ------------------------------------------------------------------
@@ -275,8 +303,10 @@ function discardProposals(indexes) {
 // -- the page ---------------------------------------------------------------------------
 function render() {
   renderPanels(S, actions);
+  markSelected();
   renderTextBox(S.prompt.text);
   renderSources(S);
+  renderPolygons();
   draw();
 }
 
@@ -290,8 +320,8 @@ const actions = {
   openImage: (i) => openImage(i).catch(fail),
   select: (i) => { S.selected = i; render(); },
   toggleHidden,
-  remove: (id) => api.deleteAnnotation(S.info.id, id).then(loadObjects).then(render).catch(failOn(S.view)),
-  rename: (id, label) => api.relabel(S.info.id, id, label).then(loadObjects).then(render).catch(failOn(S.view)),
+  remove: (id) => changeObject(deleteStep(S.info.id, S.objects.find((o) => o.id === id))),
+  rename: (id, label) => changeObject(patchStep(S.info.id, id, { label: S.objects.find((o) => o.id === id).label }, { label })),
   focus: (i) => { S.focus = i; draw(); },
   acceptProposals: (idx) => acceptProposals(idx).catch(failOn(S.view)),
   discardProposals,
@@ -306,9 +336,13 @@ initView(S, {
   point: (xy, label) => changePrompt((p) => { p.points.push(xy); p.labels.push(label); }).catch(fail),
   box: (box) => changePrompt((p) => { p.box = box; }).catch(fail),
 });
+initHistory(S, { snapshot, restore: (snap) => { restore(snap); render(); }, refresh, fail });
+initEdit(S, { colour: CURRENT, snapshot, change: changeObject, render, say: (text) => { $("status").textContent = text; } });
+initHover(S, () => E.tool !== null);
+initPolygons(S);
 initKeys({
-  ...viewKeys,
-  cycle, accept: () => accept().catch(failOn(S.view)), clear: () => cancelEverything() || clearPrompt(), undo, redo,
+  ...viewKeys, ...editKeys, polygons: togglePolygons, hover: toggleHover,
+  cycle, accept: () => accept().catch(failOn(S.view)), clear, undo, redo,
   next: () => step(1), prev: () => step(-1), everything: () => everything(settings()).catch(failOn(S.view)),
   prefill: () => everything({}).catch(failOn(S.view)),
   hideAll, label: () => $("label").select(), text: focusTextBox,
@@ -339,7 +373,7 @@ $("export-btn").onclick = async () => {
 // For tests and the curious: the state, the pixel count of the mask on screen, the API calls
 // not answered yet (at 0, every answer has been handled up to the call it led to), and the
 // view with its image -> canvas mapping.
-window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0), inFlight, view: V, toCanvas };
+window.samkit = { state: S, shownArea: () => (S.masks.length ? S.masks[S.selected].area : 0), inFlight, view: V, toCanvas, edit: E, hover: H, polygons: P };
 loadImages(decodeURIComponent(location.hash.slice(1)) || lastImage()).catch(fail);
 initLabels(() => { if (S.info) loadObjects().then(render).catch(failOn(S.view)); }).catch(fail);
 initTextBox(actions.text).catch(fail);

@@ -4,15 +4,16 @@
 // compares them).
 //
 // A row: `keys` as the map shows them ("Shift+Z" is Z with Shift; a letter alone also answers
-// with Shift when no row names Shift with it), what they do, the id of the control on the
-// page that does the same, and the name of the action (initKeys' `actions`; a key calls it
-// with its name, "1" for the key 1, and a button with none).
+// with Shift when no row names Shift with it; "Ctrl+Z" is Z with Ctrl, or with Cmd on a Mac,
+// and a key with Ctrl answers only to a row that names Ctrl), what they do, the id of the
+// control on the page that does the same, and the name of the action (initKeys' `actions`; a
+// key calls it with its name, "1" for the key 1, and a button with none).
 export const SHORTCUTS = [
   { keys: ["Tab"], does: "next of the 3 candidate masks", control: "next-candidate", act: "cycle" },
   { keys: ["Enter"], does: "accept the mask with the label", control: "accept", act: "accept" },
-  { keys: ["Esc"], does: "cancel segment everything, else clear the prompts (or close this map)", control: "clear", act: "clear" },
-  { keys: ["Z"], does: "undo the last prompt", control: "undo", act: "undo" },
-  { keys: ["Shift+Z", "Y"], does: "redo", control: "redo", act: "redo" },
+  { keys: ["Esc"], does: "cancel segment everything, else clear the prompts and unselect the object (or close this map)", control: "clear", act: "clear" },
+  { keys: ["Ctrl+Z", "Z"], does: "undo the last click, box, phrase, stroke, accept, edit or delete", control: "undo", act: "undo" },
+  { keys: ["Ctrl+Shift+Z", "Shift+Z", "Y"], does: "redo", control: "redo", act: "redo" },
   { keys: ["N"], does: "next image", control: "next", act: "next" },
   { keys: ["P"], does: "previous image", control: "prev", act: "prev" },
   { keys: ["E"], does: "segment everything", control: "everything", act: "everything" },
@@ -29,13 +30,19 @@ export const SHORTCUTS = [
   { keys: ["["], does: "fainter masks (opacity - 10%)", control: "opacity", act: "opacityDown" },
   { keys: ["]"], does: "stronger masks (opacity + 10%)", control: "opacity", act: "opacityUp" },
   { keys: ["O"], does: "outlines only / filled masks", control: "outline", act: "outline" },
+  { keys: ["B"], does: "brush: a drag paints the candidate or the selected object (again: off)", control: "brush", act: "brush" },
+  { keys: ["X"], does: "eraser: a drag erases from the candidate or the selected object (again: off)", control: "eraser", act: "eraser" },
+  { keys: [","], does: "smaller brush (radius in image pixels)", control: "brush-size", act: "brushSmaller" },
+  { keys: ["."], does: "larger brush", control: "brush-size", act: "brushLarger" },
+  { keys: ["V"], does: "polygon view of the selected object: its outlines and vertices", control: "polygons", act: "polygons" },
+  { keys: ["M"], does: "hover preview: the mask under the mouse, drawn faintly", control: "hover", act: "hover" },
   { keys: ["?"], does: "show / hide this map of keys", control: "keys-map", act: "map" },
 ];
 
 export const MOUSE = [
-  ["left click", "add a positive point"],
+  ["left click", "add a positive point; Shift+click: select the accepted object under it (again, or elsewhere: unselect)"],
   ["right click, Alt+click", "add a negative point"],
-  ["drag", "draw a box"],
+  ["drag", "draw a box; with the brush or eraser on: paint or erase"],
   ["wheel", "zoom in or out around the cursor"],
   ["middle drag, Space+drag", "pan"],
 ];
@@ -43,11 +50,13 @@ export const MOUSE = [
 const $ = (id) => document.getElementById(id);
 export const keysOf = (row) => row.keys.join(", ");
 
-// The name a key press has in SHORTCUTS: letters upper case, with "Shift+" when Shift is down.
+// The name a key press has in SHORTCUTS: letters upper case, with "Shift+" when Shift is down,
+// and "Ctrl+" before when Ctrl (or Cmd) is.
 function nameOf(e) {
   if (e.key === "Escape") return "Esc";
-  if (/^[a-z]$/i.test(e.key)) return (e.shiftKey ? "Shift+" : "") + e.key.toUpperCase();
-  return e.key;
+  const ctrl = e.ctrlKey || e.metaKey ? "Ctrl+" : "";
+  if (/^[a-z]$/i.test(e.key)) return ctrl + (e.shiftKey ? "Shift+" : "") + e.key.toUpperCase();
+  return ctrl + e.key;
 }
 
 // Keys typed into a text field are the field's (a slider, a button or a list takes none).
@@ -89,9 +98,8 @@ export function initKeys(actions) {
   $("keymap-close").onclick = () => showMap(false);
 
   window.addEventListener("keydown", (e) => {
-    if (e.ctrlKey || e.metaKey) return;  // the browser's own (Ctrl+0, Ctrl+F, ...)
     const text = typing(e.target);
-    if (e.key === " ") {  // held: a left drag pans (and a focused button is not pressed)
+    if (e.key === " " && !e.ctrlKey && !e.metaKey) {  // held: a left drag pans (and a focused button is not pressed)
       if (!text) { e.preventDefault(); acts.space(true); }
       return;
     }
@@ -102,7 +110,8 @@ export function initKeys(actions) {
       showMap(false);
       return;
     }
-    const act = byName.get(name) ?? byName.get(name.replace("Shift+", ""));
+    const ctrl = name.startsWith("Ctrl+");  // else the browser's own (Ctrl+0, Ctrl+F, ...)
+    const act = ctrl ? byName.get(name) : byName.get(name) ?? byName.get(name.replace("Shift+", ""));
     if (!act) return;
     e.preventDefault();
     if (text) e.target.blur();

@@ -48,6 +48,25 @@ export function maskCanvas(rle, rgba) {
   return canvas;
 }
 
+// A mask canvas (set where alpha is not 0) as an uncompressed COCO RLE, what the API takes:
+// column-major counts, the first one a run of unset pixels. Also returns the set pixels' count.
+export function canvasRle(canvas) {
+  const w = canvas.width, h = canvas.height;
+  const data = canvas.getContext("2d").getImageData(0, 0, w, h).data;
+  const counts = [];
+  let run = 0, value = false, area = 0;
+  for (let x = 0; x < w; x++) {
+    for (let y = 0; y < h; y++) {
+      const set = data[(y * w + x) * 4 + 3] !== 0;
+      if (set !== value) { counts.push(run); run = 0; value = set; }
+      run++;
+      if (set) area++;
+    }
+  }
+  counts.push(run);
+  return { rle: { size: [h, w], counts }, area };
+}
+
 // The outline of a mask canvas: its set pixels within `band` pixels of an unset one (the 8
 // neighbours, and the (2 band + 1)^2 square for a wider band; outside the image counts as
 // unset), in the mask's colours; the inside left clear. Each pixel is inside when its square

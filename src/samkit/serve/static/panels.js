@@ -1,4 +1,5 @@
 // The side panels: image list, candidate masks, proposals and accepted objects.
+import { api } from "./api.js";
 import { objectColor } from "./labels.js";
 import { color, css } from "./masks.js";
 import { renderProgress, shown, stateOf } from "./progress.js";
@@ -32,7 +33,23 @@ function item(text, { active = false, swatch = null, small = "", buttons = [] } 
   return li;
 }
 
+let last = null;  // the state and actions of the last render, which reloadImages reopens with
+
+// The project changed on the server (an import): list the images again, with their counts,
+// and open the image open now again, so that its objects are drawn as the server has them (a
+// prompt in progress on it is dropped, as opening an image drops it).
+export async function reloadImages() {
+  if (!last) return;
+  const { S, actions } = last;
+  const openId = S.info?.id;
+  S.images = await api.images();
+  const i = S.images.findIndex((im) => im.id === openId);
+  if (S.images.length) await actions.openImage(Math.max(i, 0));
+  else renderPanels(S, actions);
+}
+
 export function renderPanels(S, actions) {
+  last = { S, actions };
   $("images").replaceChildren(...S.images.flatMap((im, i) => {
     if (!shown(im)) return [];
     const state = stateOf(im);

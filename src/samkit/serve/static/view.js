@@ -32,9 +32,12 @@ function canvasAt(e) {
   return [((e.clientX - r.left) / r.width) * canvas.width, ((e.clientY - r.top) / r.height) * canvas.height];
 }
 
+// The image point under a mouse event (outside the image too; the overlay's tools use it).
+export const imagePoint = (e) => imageAt(...canvasAt(e));
+
 // The image point under a mouse event, clamped to the image.
 function toImage(e) {
-  const [x, y] = imageAt(...canvasAt(e));
+  const [x, y] = imagePoint(e);
   return [clamp(x, 0, S.image.width), clamp(y, 0, S.image.height)];
 }
 
