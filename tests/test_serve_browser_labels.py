@@ -1,15 +1,27 @@
 """The annotator's label set and progress in real headless Chromium (issue 27): key 2 labels
 the next object with the set's second label and draws it in its colour; D marks an image
 done, the list filters by state and searches file names; opening the page again resumes at
-the image open last."""
+the image open last.
+
+`python tests/test_serve_browser_labels.py docs/img/annotator_labels.png` makes a project of 4
+images in each state with a label set of 3 on samkit_default and saves the screenshot for
+docs/annotator.md.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from browser_kit import (
     MASK_SHOWN,
+    annotator,
     canvas_colours,
     click_at,
     keys,
@@ -21,7 +33,7 @@ from browser_kit import scene as make_scene
 from PIL import Image
 from scipy import ndimage
 
-from samkit.rle import decode_coco_rle
+from samkit.rle import decode_coco_rle, encode_coco_rle
 
 STATE = "window.samkit.state"
 READY = "document.body.dataset.state === 'ready'"
@@ -114,3 +126,55 @@ def test_done_filter_search_and_resume(session: dict[str, Any]) -> None:
     keys(driver, "d")
     wait_for(driver, f"{STATE}.images[1].state === 'new'")
     assert client.get("/api/images?state=done").json() == []
+
+
+def labels_shot(session: dict[str, Any]) -> None:
+    """Labels box, disc and background; the scene with the box and the disc labelled, a second
+    image with its box (done), a third skipped, a fourth new; key 2 chooses "disc"."""
+    client, folder = client_of(session), session["folder"]
+    for name, image in [("second.png", make_scene()[::-1]), ("third.png", make_scene()[:, ::-1])]:
+        Image.fromarray(image.copy()).save(folder / name)
+    Image.fromarray(make_scene()[::-1, ::-1].copy()).save(folder / "fourth.png")
+    labels = [
+        {"name": "box", "color": "#ffe119"},
+        {"name": "disc", "color": "#3cb44b"},
+        {"name": "background", "color": "#4363d8"},
+    ]
+    assert client.put("/api/labels", json={"labels": labels}).status_code == 200
+    ids = {im["file_name"]: im["id"] for im in client.get("/api/images").json()}
+    yy, xx = np.mgrid[:240, :320]
+    disc = (yy - 120) ** 2 + (xx - 240) ** 2 < 50**2
+    objects = [
+        ("scene.png", "box", make_scene()[..., 0] > 200),
+        ("scene.png", "disc", disc),
+        ("second.png", "box", make_scene()[::-1][..., 0] > 200),
+    ]
+    for name, label, mask in objects:
+        body = {"label": label, "segmentation": encode_coco_rle(mask)}
+        assert client.post(f"/api/images/{ids[name]}/annotations", json=body).status_code == 201
+    for name, state in [("second.png", "done"), ("third.png", "skipped")]:
+        marked = client.put(f"/api/images/{ids[name]}/state", json={"state": state})
+        assert marked.status_code == 200, marked.text
+    driver = session["driver"]
+    driver.get(f"{session['url']}/#{ids['scene.png']}")
+    wait_for(driver, f"{READY} && {STATE}.objectMasks.size === 2")
+    wait_for(driver, "document.querySelectorAll('#labels li').length === 3")
+    keys(driver, "2")
+
+
+def main() -> None:
+    """Run the label set and progress session on samkit_default and save the screenshot."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("screenshot", help="e.g. docs/img/annotator_labels.png")
+    ap.add_argument("--model", default="samkit_default", help="model name or weights file")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, annotator(Path(tmp), args.model) as session:
+        labels_shot(session)
+        time.sleep(0.3)  # the canvas's next frame
+        session["driver"].save_screenshot(str(Path(tmp) / "shot.png"))
+        shutil.copy(Path(tmp) / "shot.png", args.screenshot)
+    print(json.dumps({"screenshot": args.screenshot}))
+
+
+if __name__ == "__main__":
+    main()

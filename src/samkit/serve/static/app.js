@@ -9,14 +9,14 @@
 // the polygon view polygon.js's (the last two drawn on overlay.js's canvas).
 import { api, inFlight } from "./api.js";
 import { E, editKeys, initEdit, markSelected } from "./edit.js";
-import { acceptStep, clearHistory, deleteStep, forget, initHistory, patchStep, perform, promptStep, record, redo, undo } from "./history.js";
+import { acceptStep, clearHistory, deleteStep, discardStep, forget, initHistory, patchStep, perform, promptStep, proposalsStep, record, redo, undo } from "./history.js";
 import { H, dropHover, initHover, toggleHover } from "./hover.js";
 import { initKeys } from "./keys.js";
 import { chooseLabel, initLabels, objectColor } from "./labels.js";
 import { color, maskCanvas } from "./masks.js";
 import { renderPanels } from "./panels.js";
 import { P, initPolygons, renderPolygons, togglePolygons } from "./polygon.js";
-import { cancelEverything, renderSources, runEverything, sourceCounts } from "./prefill.js";
+import { cancelEverything, proposalItems, putProposals, renderSources, runEverything, sourceCounts, takeProposals } from "./prefill.js";
 import { initProgress, lastImage, mark, refreshCounts, remember } from "./progress.js";
 import { focusTextBox, initTextBox, renderTextBox } from "./text.js";
 import { V, clearCanvas, draw, fitView, initView, toCanvas, viewKeys } from "./view.js";
@@ -236,10 +236,6 @@ function annotationOf(m, points, text, source) {
   return ann;
 }
 
-function saveObject(imageId, m, points, text, source) {
-  return api.addAnnotation(imageId, annotationOf(m, points, text, source));
-}
-
 // -- editing -----------------------------------------------------------------------------
 // The objects again after a change on the server (history.js), those in `stale` painted anew.
 async function refresh(imageId, stale) {
@@ -279,19 +275,27 @@ async function everything(options) {
   render();
 }
 
+// Accepted (one, or all: one undo step) or discarded proposals leave the screen at once (a
+// second click does not save them twice); undo (history.js) puts them back.
 async function acceptProposals(indexes) {
-  const view = S.view, chosen = indexes.map((i) => S.proposals[i]);
-  for (const p of chosen) await saveObject(p.imageId, p, p.point_coords, null, "proposal");
-  if (view !== S.view) return;
-  discardProposals(S.proposals.flatMap((p, i) => (chosen.includes(p) ? [i] : [])));
-  await loadObjects();
-  render();
+  const items = proposalItems(S, indexes);
+  if (!items.length) return;
+  const fields = items.map(({ proposal: p }) => annotationOf(p, p.point_coords, null, "proposal"));
+  moveProposals(S.view, items, false);
+  await perform(proposalsStep(items[0].proposal.imageId, items, fields));
 }
 
 function discardProposals(indexes) {
-  const drop = new Set(indexes);
-  S.proposals = S.proposals.filter((_, i) => !drop.has(i));
-  S.proposalMasks = S.proposalMasks.filter((_, i) => !drop.has(i));
+  const items = proposalItems(S, indexes);
+  if (!items.length) return;
+  record(discardStep(items));
+  moveProposals(S.view, items, false);
+}
+
+// Proposals off the screen, or back on it (`onScreen`), if the image `view` is still open.
+function moveProposals(view, items, onScreen) {
+  if (view !== S.view) return;
+  (onScreen ? putProposals : takeProposals)(S, items);
   S.focus = -1;
   if (document.body.dataset.state === "ready") {  // the status line counts what is left
     const n = S.proposals.length;
@@ -336,7 +340,7 @@ initView(S, {
   point: (xy, label) => changePrompt((p) => { p.points.push(xy); p.labels.push(label); }).catch(fail),
   box: (box) => changePrompt((p) => { p.box = box; }).catch(fail),
 });
-initHistory(S, { snapshot, restore: (snap) => { restore(snap); render(); }, refresh, fail });
+initHistory(S, { snapshot, restore: (snap) => { restore(snap); render(); }, refresh, fail, moveProposals });
 initEdit(S, { colour: CURRENT, snapshot, change: changeObject, render, say: (text) => { $("status").textContent = text; } });
 initHover(S, () => E.tool !== null);
 initPolygons(S);

@@ -1,9 +1,10 @@
 // Undo and redo (Ctrl+Z / Z, Ctrl+Shift+Z / Shift+Z / Y) over what the page changes on the
-// image open: prompts (a click, a box, a phrase, Esc) and strokes on the candidate, which live
-// in the page, and accepts, object edits (a stroke, a relabel) and deletes, which change the
-// server. `S.history` holds the steps done, newest last, `S.future` the steps undone; each
-// step has undo() and redo(). The history is the image's: opening an image starts an empty
-// one (app.js), as it starts with no prompt.
+// image open: prompts (a click, a box, a phrase, Esc), strokes on the candidate and discarded
+// proposals, which live in the page, and accepts (of the candidate or of proposals), object
+// edits (a stroke, a relabel) and deletes, which change the server. `S.history` holds the
+// steps done, newest last, `S.future` the steps undone; each step has undo() and redo(). The
+// history is the image's: opening an image starts an empty one (app.js), as it starts with no
+// prompt.
 // Steps run one at a time, in order (a chain of promises), so a quick Ctrl+Z after Enter
 // waits for the accept's save before deleting it. A step whose server call fails stays where
 // it was and the error is shown.
@@ -12,7 +13,9 @@
 import { api } from "./api.js";
 
 let S = null;
-let app = null;  // the app's: snapshot(), restore(snap), refresh(imageId, staleIds), fail(err)
+// The app's: snapshot(), restore(snap), refresh(imageId, staleIds), fail(err), and
+// moveProposals(view, items, onScreen) (items: prefill.js's proposalItems).
+let app = null;
 let chain = Promise.resolve();
 const aliases = new Map();
 
@@ -136,5 +139,54 @@ export function deleteStep(imageId, ann) {
       aliases.set(resolve(ann.id), made.id);
       await app.refresh(imageId, []);
     },
+  };
+}
+
+// Accepting proposals `items` (one, or all at once: one step) saves `fields[k]` for item k;
+// undo deletes those annotations and puts the proposals back on screen, redo saves them again
+// (new ids) and takes the proposals off. Each item's state is kept, so a step cut short by a
+// failed request goes on from where it stopped when tried again.
+export function proposalsStep(imageId, items, fields) {
+  const view = S.view, first = items.map(() => null), saved = items.map(() => false);
+  const show = async () => {  // the proposals not saved (all, after an undo) back on screen
+    const back = items.filter((_, k) => !saved[k]);
+    if (back.length) app.moveProposals(view, back, true);
+    await app.refresh(imageId, []);
+  };
+  return {
+    async redo() {
+      app.moveProposals(view, items, false);
+      try {
+        for (const [k, f] of fields.entries()) {
+          if (saved[k]) continue;
+          const made = await api.addAnnotation(imageId, f);
+          if (first[k] === null) first[k] = made.id;
+          else aliases.set(resolve(first[k]), made.id);
+          saved[k] = true;
+        }
+      } finally {
+        await show();  // none, unless a save failed
+      }
+    },
+    async undo() {
+      try {
+        for (const k of first.keys()) {
+          if (!saved[k]) continue;
+          await api.deleteAnnotation(imageId, resolve(first[k]));
+          saved[k] = false;
+        }
+      } finally {
+        await show();
+      }
+    },
+  };
+}
+
+// Discarding proposals `items`: undo puts them back on screen, redo takes them off again.
+export function discardStep(items) {
+  const view = S.view;
+  return {
+    undo() { app.moveProposals(view, items, true); },
+    redo() { app.moveProposals(view, items, false); },
   };
 }

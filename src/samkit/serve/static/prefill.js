@@ -1,6 +1,7 @@
 // The data engine's semi-automatic stage: segment everything as a job the page follows
 // (points done of all, polled) and can cancel (the Cancel button, or Esc while it runs),
-// and how many masks of the image and of the project each stage made.
+// its proposals taken off the list and put back (accept, discard and their undo), and how many
+// masks of the image and of the project each stage made.
 import { api } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -33,6 +34,29 @@ export function cancelEverything() {
   running.cancelled = true;
   api.cancelEverything(running.id).catch(() => {});  // 404: it had just finished
   return true;
+}
+
+// The proposals at `indexes` of S.proposals as items for history.js's steps: each with its
+// mask and its place in the list then, where putProposals puts it back.
+export function proposalItems(S, indexes) {
+  return indexes.map((index) => ({ index, proposal: S.proposals[index], mask: S.proposalMasks[index] }));
+}
+
+export function takeProposals(S, items) {
+  const gone = new Set(items.map((it) => it.proposal));
+  const kept = S.proposals.map((p) => !gone.has(p));
+  S.proposals = S.proposals.filter((_, i) => kept[i]);
+  S.proposalMasks = S.proposalMasks.filter((_, i) => kept[i]);
+}
+
+// Put back in order of their former places, each lands where it was (those still on screen stay).
+export function putProposals(S, items) {
+  for (const it of [...items].sort((a, b) => a.index - b.index)) {
+    if (S.proposals.includes(it.proposal)) continue;
+    const at = Math.min(it.index, S.proposals.length);
+    S.proposals.splice(at, 0, it.proposal);
+    S.proposalMasks.splice(at, 0, it.mask);
+  }
 }
 
 export function sourceCounts(objects) {
