@@ -34,10 +34,12 @@ export function maskCanvas(rle, rgba) {
   let pos = 0, area = 0;
   for (let i = 0; i < counts.length; i++) {
     const n = counts[i];
-    if (i % 2 === 1) {
-      for (let j = pos; j < pos + n; j++) {
-        const x = (j / h) | 0, y = j - x * h;  // column-major index -> (x, y)
-        px[y * w + x] = value;
+    if (i % 2 === 1 && n > 0) {
+      // Walk down the run's columns: one division a run, none a pixel.
+      let x = (pos / h) | 0, y = pos - x * h, idx = y * w + x;
+      for (let k = 0; k < n; k++) {
+        px[idx] = value;
+        if (++y === h) { y = 0; x++; idx = x; } else idx += w;
       }
       area += n;
     }
