@@ -109,6 +109,13 @@ def test_undo_and_redo_accepting_and_discarding_proposals(tmp_path: Path) -> Non
         on_screen(driver, n - 1, 1)
         (one,) = server_state(client, image_id)
         assert one[2] == "proposal"
+        # Each row's swatch keeps its mask's colour when rows above it leave the list.
+        swatches, masks = driver.execute_script(
+            "const S = window.samkit.state, css = (c) => `rgb(${c[0]}, ${c[1]}, ${c[2]})`;"
+            "return [[...document.querySelectorAll('#proposal-list .swatch')]"
+            ".map((e) => e.style.backgroundColor), S.proposalMasks.map((m) => css(m.colour))];"
+        )
+        assert swatches == masks and len(swatches) == n - 1
         driver.find_element(By.CSS_SELECTOR, f"{row}[title='discard']").click()
         on_screen(driver, n - 2, 1)
         assert shown_proposals(driver) == proposed[2:]

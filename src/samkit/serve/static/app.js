@@ -270,7 +270,11 @@ async function everything(options) {
   if (view !== S.view) return;  // proposals of an image left
   if (!out) { setState("ready", "segment everything cancelled"); return; }
   S.proposals = out.masks.map((m) => ({ ...m, imageId }));
-  S.proposalMasks = out.masks.map((m, i) => maskCanvas(m.segmentation, color(i + 7)));
+  S.proposalMasks = out.masks.map((m, i) => {  // each keeps its colour when others leave the list
+    const canvas = maskCanvas(m.segmentation, color(i + 7));
+    canvas.colour = color(i + 7);
+    return canvas;
+  });
   setState("ready", `${out.masks.length} proposals in ${out.seconds.toFixed(1)} s: accept or discard them`);
   render();
 }

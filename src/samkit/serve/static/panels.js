@@ -75,7 +75,7 @@ export function renderPanels(S, actions) {
   $("proposals").hidden = S.proposals.length === 0;
   $("proposal-list").replaceChildren(...S.proposals.map((m, i) => {
     const li = item(`proposal ${i + 1}`, {
-      swatch: color(i + 7), small: iou(m.predicted_iou, 2),
+      swatch: S.proposalMasks[i]?.colour ?? color(i + 7), small: iou(m.predicted_iou, 2),
       buttons: [["✓", "accept with the label", () => actions.acceptProposals([i])],
         ["✗", "discard", () => actions.discardProposals([i])]],
     });
