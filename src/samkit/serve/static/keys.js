@@ -12,7 +12,7 @@ export const SHORTCUTS = [
   { keys: ["Tab"], does: "next of the 3 candidate masks", control: "next-candidate", act: "cycle" },
   { keys: ["Enter"], does: "accept the mask with the label", control: "accept", act: "accept" },
   { keys: ["Esc"], does: "cancel segment everything, else clear the prompts and unselect the object (or close this map)", control: "clear", act: "clear" },
-  { keys: ["Ctrl+Z", "Z"], does: "undo the last click, box, phrase, stroke, accept, edit or delete", control: "undo", act: "undo" },
+  { keys: ["Ctrl+Z", "Z"], does: "undo the last click, box, phrase, stroke, accept, edit, delete or discard", control: "undo", act: "undo" },
   { keys: ["Ctrl+Shift+Z", "Shift+Z", "Y"], does: "redo", control: "redo", act: "redo" },
   { keys: ["N"], does: "next image", control: "next", act: "next" },
   { keys: ["P"], does: "previous image", control: "prev", act: "prev" },
