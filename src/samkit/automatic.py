@@ -55,7 +55,7 @@ class SamAutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
         *,
-        precision: str = "fp32",
+        precision: str | None = None,
         cache: EmbeddingCache | None = None,
     ) -> None:
         """Generate masks for a whole image from a grid of point prompts.
@@ -71,7 +71,8 @@ class SamAutomaticMaskGenerator:
           crop_overlap_ratio, with crop_n_points_downscale_factor**i fewer points per side.
         min_mask_region_area: remove holes and islands smaller than this (pixels).
         output_mode: "binary_mask" (HxW bool), "uncompressed_rle" or "coco_rle".
-        precision: "fp32" or "bf16" (autocast; see `SamPredictor`).
+        precision: None (the model's own, `model.precision`), "fp32", "bf16", "auto" or
+          "int8" (see `SamPredictor`).
         cache: an `EmbeddingCache` the image and each crop are looked up in before they go
           through the image encoder (a second `generate` of an image embeds nothing).
         """

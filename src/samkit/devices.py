@@ -1,5 +1,6 @@
 """Where a model runs and in what precision: the one place that checks a device the user names,
-picks the default device, and turns a precision ("auto", "fp32", "bf16") into an autocast.
+picks the default device, and turns a precision ("auto", "fp32", "bf16", "int8") into what
+runs: an autocast for bf16, int8 Linear layers (`samkit.quantize`) for int8.
 
 Library code takes a device from its caller or reads it from the model or its input; only the
 command-line entry points call `default_device` (CUDA when there is one, else the CPU).
@@ -9,15 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 
+# autocast precisions, for training and inference
 PRECISIONS = ("auto", "fp32", "bf16")
+# what `samkit.load` takes: the autocast ones, and int8 (inference only, on the CPU)
+MODEL_PRECISIONS = (*PRECISIONS, "int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # /proc/cpuinfo flags of CPUs with native bf16 matmuls (AVX-512 BF16; AMX tiles)
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# /proc/cpuinfo flags of x86 CPUs that sum u8 x s8 products in 32 bits (VNNI; AMX tiles)
+VNNI_CPU_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686"})
 
 
 def available_devices() -> list[str]:
@@ -95,25 +103,51 @@ def _cpuinfo_flags(text: str) -> set[str] | None:
 
 
 @functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """This CPU's feature flags from /proc/cpuinfo; None where there is none (macOS, Windows)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = _cpuinfo_flags(cpuinfo.read_text()) if cpuinfo.is_file() else None
+    return None if flags is None else frozenset(flags)
+
+
+@functools.cache
 def cpu_supports_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), which is what makes
     bf16 autocast faster than fp32 on a CPU. Read from /proc/cpuinfo where there is one, else
     from torch's own CPU feature check (`torch.backends.cpu.get_cpu_capability()` says
     "AVX512" with or without BF16, so it cannot tell)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = _cpuinfo_flags(cpuinfo.read_text()) if cpuinfo.is_file() else None
+    flags = cpu_flags()
     if flags is not None:
         return bool(flags & BF16_CPU_FLAGS)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+@functools.cache
+def cpu_int8_saturates() -> bool:
+    """Whether int8 matmuls here add pairs of u8 x s8 products in 16 bits with saturation:
+    x86 CPUs without VNNI (AVX2; AVX-512 before Cascade Lake). False with VNNI or AMX and off
+    x86; True on an x86 CPU whose flags cannot be read."""
+    if platform.machine().lower() not in X86_MACHINES:
+        return False
+    flags = cpu_flags()
+    return flags is None or not flags & VNNI_CPU_FLAGS
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """What `precision` means on `device`, "fp32" or "bf16": "auto" is bf16 on CUDA and on
-    CPUs with native bf16 (AVX-512 BF16 / AMX), fp32 elsewhere (MPS included); "fp32" and
-    "bf16" are taken as given. Raises ValueError for anything else."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    """What `precision` means on `device`, "fp32", "bf16" or "int8": "auto" is bf16 on CUDA and
+    on CPUs with native bf16 (AVX-512 BF16 / AMX), fp32 elsewhere (MPS included); the others
+    are taken as given, except int8 off the CPU (torch's dynamic int8 kernels are CPU ones).
+    Raises ValueError for anything else."""
+    if precision not in MODEL_PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(MODEL_PRECISIONS)}; got {precision!r}"
+        )
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(
+            f"precision int8 runs on the CPU only (torch's dynamic int8 kernels), not on "
+            f"{device}: use bf16 or fp32 there, or int8 on the cpu device"
+        )
     if precision != "auto":
         return precision
     if device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16()):
@@ -123,8 +157,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """torch.autocast to bfloat16 on `device`'s type for bf16 (outputs of matmuls and
-    convolutions become bf16; the caller casts back where it needs float32), a no-op for fp32;
-    "auto" is resolved first (`resolve_precision`)."""
-    if resolve_precision(precision, device) == "fp32":
+    convolutions become bf16; the caller casts back where it needs float32), a no-op for fp32
+    and for int8 (whose Linear layers are int8 themselves, the rest fp32); "auto" is resolved
+    first (`resolve_precision`)."""
+    if resolve_precision(precision, device) != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=DTYPES["bf16"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from . import devices
 from .build import sam_model_registry, seeded_init_, training_only_registry, variant_registry
 from .modeling import Sam
 
@@ -23,7 +24,12 @@ TEXT_ENCODER_KEY = "samkit_text_encoder"
 TEXT_HEAD_PREFIX = "prompt_encoder.text_projection."
 
 
-def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None = None) -> Sam:
+def load(
+    name_or_path: str | os.PathLike[str],
+    device: str | torch.device | None = None,
+    *,
+    precision: str = "fp32",
+) -> Sam:
     """Return an eval-mode `Sam` on `device` (CPU when None).
 
     name_or_path: a registry name ("vit_b", "vit_l", "vit_h", "vit_t", "default",
@@ -31,10 +37,20 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
     weights (seeded weights for the small variants); or a path to a weights file (.pth, .pt or
     .safetensors) in the official, MobileSAM, Hugging Face or samkit layout, whose variant is
     found from its shapes.
+    precision: how the model computes, recorded as `model.precision`, which `SamPredictor` and
+    `SamAutomaticMaskGenerator` follow unless given their own. "fp32" (the default, so that
+    `load` gives Meta's numbers, a drop-in); "bf16": bfloat16 autocast, the weights staying
+    fp32 (faster on GPUs and on CPUs with AVX-512 BF16 or AMX); "int8": the image encoder's and
+    mask decoder's Linear layers with int8 weights and dynamically quantized int8 activations,
+    on the CPU only (`samkit.quantize`); "auto": bf16 on CUDA and on CPUs with native bf16,
+    else fp32 (`devices.resolve_precision`; the command line's default). Checked before any
+    weights are read: ValueError for another value, or for int8 on another device.
     """
     from .checkpoints import KNOWN_WEIGHTS, load_weights, read_state_dict
     from .layouts import to_samkit
 
+    target = torch.device(device or "cpu")
+    precision = devices.resolve_precision(precision, target)
     key = os.fspath(name_or_path)
     if key in training_only_registry and not Path(key).is_file():
         raise _unknown_model(key)
@@ -65,7 +81,13 @@ def load(name_or_path: str | os.PathLike[str], device: str | torch.device | None
         model = variant_registry[variant]()
         add_text_head(model, state_dict, path)
         load_weights(model, state_dict, variant=variant)
-    return model.to(device or "cpu").eval()
+    model = model.to(target).eval()
+    if precision == "int8":
+        from .quantize import quantize_int8
+
+        return quantize_int8(model)
+    model.precision = precision
+    return model
 
 
 def add_text_head(model: Sam, state_dict: dict[str, torch.Tensor], path: Path) -> None:

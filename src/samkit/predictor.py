@@ -37,22 +37,25 @@ class ImageEmbedding:
 
 class SamPredictor:
     def __init__(
-        self, sam_model: Sam, *, precision: str = "fp32", cache: EmbeddingCache | None = None
+        self, sam_model: Sam, *, precision: str | None = None, cache: EmbeddingCache | None = None
     ) -> None:
         """Wraps `sam_model` for repeated prompting of one image at a time.
 
-        precision: "fp32", or "bf16" to run the encoder and decoder under bfloat16 autocast
-        (faster only on CPUs with native bf16 matmuls, e.g. AVX-512 BF16 / AMX, and GPUs;
-        outputs stay float32).
+        precision: None, the model's own (`sam_model.precision`: what `samkit.load` was given,
+        "fp32" for a model built otherwise); "fp32"; "bf16" to run the encoder and decoder
+        under bfloat16 autocast (faster only on CPUs with native bf16 matmuls, e.g. AVX-512
+        BF16 / AMX, and GPUs; outputs stay float32); "auto" (`devices.resolve_precision`:
+        bf16 where that is faster, else fp32). "int8" goes with a model loaded with precision
+        "int8" (`samkit.quantize`), and such a model with nothing else: its Linear layers hold
+        int8 weights. Kept resolved as `self.precision`.
         cache: an `EmbeddingCache` (possibly shared) that `set_image` and `set_images` look
         each image up in before running the image encoder, and keep its embedding in after.
         """
-        if precision not in devices.DTYPES:
-            raise ValueError(
-                f"precision must be one of {sorted(devices.DTYPES)}; got {precision!r}"
-            )
+        given = sam_model.precision if precision is None else precision
+        self.precision = devices.resolve_precision(given, sam_model.device)
+        if (self.precision == "int8") != (sam_model.precision == "int8"):
+            raise ValueError(_int8_mismatch(sam_model.precision, given))
         self.model = sam_model
-        self.precision = precision
         self.cache = cache
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self._state: ImageEmbedding | None = None
@@ -353,3 +356,17 @@ class SamPredictor:
         if self._state is None:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         return self._state
+
+
+def _int8_mismatch(model_precision: str, given: str) -> str:
+    """Why a predictor cannot run a model of `model_precision` at precision `given`."""
+    if model_precision == "int8":
+        return (
+            "this model was loaded with precision int8: its Linear layers hold int8 weights, "
+            f"so it cannot run at precision {given}. Leave the predictor's precision out, or "
+            f"load the model again with precision {given!r}"
+        )
+    return (
+        f"precision int8 needs a model loaded with it (samkit.load(name, precision='int8'), "
+        f"or samkit.quantize.quantize_int8(model)); this model's precision is {model_precision}"
+    )

@@ -24,6 +24,8 @@ class Sam(nn.Module):
     # the `samkit.text` encoder whose vectors prompt_encoder.text_projection was trained on;
     # None for a model without a text head
     text_encoder: str | None = None
+    # how predictors run it unless told otherwise: "fp32", "bf16" or "int8" (`samkit.load`)
+    precision: str = "fp32"
     pixel_mean: torch.Tensor
     pixel_std: torch.Tensor
 
