@@ -40,8 +40,9 @@ def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def library(text_model: Path) -> SamPredictor:
-    """The library's predictor on the same model and image, for the masks the CLI must write."""
-    predictor = SamPredictor(load(text_model))
+    """The library's predictor on the same model and image, for the masks the CLI must write
+    (at the command line's default precision, auto)."""
+    predictor = SamPredictor(load(text_model, precision="auto"))
     predictor.set_image(load_image(IMAGE))
     return predictor
 

@@ -243,7 +243,8 @@ def test_segment_command_fills_the_cache_the_library_reads(
     assert len(list(folder.iterdir())) == 1
     a, b = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png"))
     assert np.array_equal(a, b)
-    model = load("samkit_tiny")  # another model object with the same weights: the same key
+    # another model object with the same weights, at the command line's precision: the same key
+    model = load("samkit_tiny", precision="auto")
     counter = EncoderCalls(model)
     SamPredictor(model, cache=EmbeddingCache(0, folder)).set_image(np.asarray(Image.open(example)))
     assert counter.images == 0

@@ -127,9 +127,8 @@ def _amg(args: argparse.Namespace) -> int:
     prepare_output(args.out, settings, inputs, args.format, overwrite=args.overwrite)
     # Disk only: within one run each image and crop is embedded once anyway.
     cache = embedding_cache(args)
-    generator = SamAutomaticMaskGenerator(
-        load(args.model, device=args.device), output_mode="coco_rle", cache=cache, **options
-    )
+    model = load(args.model, device=args.device, precision=args.precision)
+    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", cache=cache, **options)
     summary = run_amg(
         inputs,
         args.out,

@@ -15,11 +15,18 @@ from typing import Any
 import numpy as np
 
 from ..data.folders import SampleSource
+from ..devices import MODEL_PRECISIONS
 
 MODEL_HELP = (
     "model name or weights file (default samkit_default, bundled: it runs offline; "
     "vit_b/vit_l/vit_h: Meta's weights, downloaded once with `samkit weights get vit_b`; "
     "or a .pth/.safetensors file)"
+)
+
+PRECISION_HELP = (
+    "how the model computes (default auto: bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX, "
+    "else fp32; `samkit info` says which here). fp32: Meta's numbers; int8: the image "
+    "encoder's and mask decoder's Linear layers in int8, on the CPU only"
 )
 
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default cpu; `samkit info` lists the devices here)"
@@ -149,8 +156,11 @@ def _check_writable(folder: Path, text: str) -> None:
         ) from None
 
 
-def add_model_argument(p: argparse.ArgumentParser) -> None:
+def add_model_argument(p: argparse.ArgumentParser, *, precision: bool = True) -> None:
+    """--model, and with `precision` --precision (`samkit.load`'s, default auto here)."""
     p.add_argument("--model", default="samkit_default", help=MODEL_HELP)
+    if precision:
+        p.add_argument("--precision", choices=MODEL_PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
 def add_max_pixels_argument(p: argparse.ArgumentParser) -> None:

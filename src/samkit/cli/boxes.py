@@ -71,7 +71,7 @@ def segment_boxes(
         if not inputs.detections:
             raise ValueError(f"{scoring}: there are no detections to score")
     results = boxes.segment_detections(
-        load(args.model, device=args.device),
+        load(args.model, device=args.device, precision=args.precision),
         inputs.images,
         inputs.detections,
         batch_size=args.batch_size,

@@ -159,6 +159,7 @@ def _engine(args: argparse.Namespace) -> int:
         deid=args.deid,
         write_images=args.write_images,
         threads=args.threads,
+        precision=args.precision,
     )
     options = RayOptions(
         address=args.ray,

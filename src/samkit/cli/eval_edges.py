@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     items = edges.find_items(args.dir, args.limit)  # checked before the model loads
     thresholds = edge_match.thresholds()
     counts = edges.evaluate(
-        load(args.model, device=args.device),
+        load(args.model, device=args.device, precision=args.precision),
         items,
         thresholds,
         points_per_side=args.points_per_side,

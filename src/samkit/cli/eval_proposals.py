@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     coco_images = P.locate_images(data, image_ids, args.images)
 
     generator = SamAutomaticMaskGenerator(
-        load(args.model, device=args.device),
+        load(args.model, device=args.device, precision=args.precision),
         output_mode="coco_rle",
         **{name: getattr(args, name) for name, *_ in OPTIONS},
     )

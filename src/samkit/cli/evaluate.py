@@ -104,7 +104,7 @@ def _eval(args: argparse.Namespace) -> int:
                 "--text groups by phrase kind and clicks first at the object's most interior "
                 "point: leave out --group-by and --random-first"
             )
-        model = load(args.model, device=args.device)
+        model = load(args.model, device=args.device, precision=args.precision)
         rows = text.text_tables(text.evaluate_text(model, args.synthetic, args.n, args.size))
         print(text.results_markdown(rows), end="")
         if args.out:
@@ -115,7 +115,7 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         sources = {name: report.dataset_items(data, args.group_by) for name, data in datasets(args)}
     tables = report.evaluate_datasets(
-        load(args.model, device=args.device),
+        load(args.model, device=args.device, precision=args.precision),
         sources,
         args.clicks,
         random_first_seed=args.random_first,

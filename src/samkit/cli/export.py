@@ -62,6 +62,12 @@ def _export(args: argparse.Namespace) -> int:
     from .. import load
     from ..export import export_decoder, export_encoder, quantize_dynamic_int8
 
+    if args.precision in ("bf16", "int8"):
+        raise ValueError(
+            f"--precision {args.precision}: export-onnx writes fp32 graphs (auto and fp32 both "
+            "mean that here). For int8 graphs add --int8; bf16 is chosen when a graph runs "
+            "(OnnxPredictor(..., runtime='openvino', precision='bf16'))"
+        )
     model = load(args.model).eval()
     if args.text and model.prompt_encoder.text_projection is None:
         raise ValueError(

@@ -28,7 +28,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "# category names as text prompts",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_argument(p)
+    add_model_argument(p, precision=False)  # its --precision is the training autocast's
     add_dataset_arguments(p, synthetic=False)
     p.add_argument(
         "--out", required=True, type=out_dir, help="run folder (checkpoints, log, model)"
@@ -64,6 +64,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--precision",
+        type=_training_precision,
         choices=PRECISIONS,
         default=None,
         help="training autocast (default: the recipe's; auto = bf16 on CUDA and on CPUs with "
@@ -90,6 +91,16 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.set_defaults(handler=_finetune)
+
+
+def _training_precision(text: str) -> str:
+    """--precision's type: int8, which the other commands take, refused with the reason."""
+    if text == "int8":
+        raise argparse.ArgumentTypeError(
+            "int8 is for inference only (samkit.load(..., precision='int8'), the other "
+            f"commands' --precision); a model trains in {', '.join(PRECISIONS)}"
+        )
+    return text
 
 
 def _finetune(args: argparse.Namespace) -> int:

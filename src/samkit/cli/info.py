@@ -8,10 +8,11 @@ import argparse
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
-        help="versions, devices, bf16 support and the weights cache (paste it in a bug report)",
+        help="versions, devices, bf16 and int8 support and the weights cache (for bug reports)",
         description="Print the samkit, torch and Python versions, the devices torch can use "
         "here (what --device takes), whether this CPU multiplies bf16 natively (AVX-512 BF16 "
-        "or AMX), the precision `auto` picks on each device, and the weights cache.",
+        "or AMX), whether int8 runs here (--precision int8: torch's dynamic int8 kernel), the "
+        "precision `auto` picks on each device, and the weights cache.",
         epilog="example:\n  samkit info",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,6 +38,7 @@ def _info(args: argparse.Namespace) -> int:
         f"python {platform.python_version()} ({sys.executable})",
         f"torch {torch.__version__} ({build})",
         f"cpu: {platform.machine()}, native bf16 (AVX-512 BF16 or AMX): {'yes' if bf16 else 'no'}",
+        _int8_line(),
         "devices (--device):",
     ]
     for name in devices.available_devices():
@@ -54,3 +56,17 @@ def _info(args: argparse.Namespace) -> int:
         lines.append(f"bundled model: {name} ({bundled_path(name)})")
     print("\n".join(lines))
     return 0
+
+
+def _int8_line() -> str:
+    """Whether --precision int8 runs here, with what kernel and activations."""
+    import torch
+
+    from .. import devices
+    from ..quantize import INT8_KERNEL, int8_available
+
+    if not int8_available():
+        return f"int8 (CPU): no ({INT8_KERNEL} does not run in this torch)"
+    bits = "7-bit weights: no VNNI" if devices.cpu_int8_saturates() else "8-bit weights"
+    engine = torch.backends.quantized.engine
+    return f"int8 (CPU): yes ({INT8_KERNEL}, engine {engine}, {bits})"

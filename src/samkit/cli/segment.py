@@ -102,7 +102,8 @@ def _segment(args: argparse.Namespace) -> int:
         )
     # Disk only: one command embeds one image.
     cache = embedding_cache(args)
-    predictor = SamPredictor(load(args.model, device=args.device), cache=cache)
+    model = load(args.model, device=args.device, precision=args.precision)
+    predictor = SamPredictor(model, cache=cache)
     if args.text is not None:  # the text head and the phrase's length, before the image's work
         try:
             predictor.encode_text([args.text])

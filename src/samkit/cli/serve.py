@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
     labels = None if args.labels is None else parse_labels(args.labels)  # before the model loads
     imports = [_read_import(path) for path in args.imports]  # likewise
     _check_port(args.host, args.port)
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, precision=args.precision)
     app = create_app(
         args.folder,
         model,

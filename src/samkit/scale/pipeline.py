@@ -50,6 +50,14 @@ class EngineConfig:
     deid: str = ""  # comma-separated shipped detectors ("face,plate"); empty: no de-id
     write_images: bool = False  # also write each image beside its JSON (always with deid)
     threads: int = 1  # torch threads per actor
+    precision: str = "fp32"  # `samkit.load`'s, resolved ("auto") on each actor's device
+
+    def __post_init__(self) -> None:
+        """Check the precision before Ray starts: a name `load` takes, and int8 on the CPU
+        (the workers load onto the CPU when device is None)."""
+        from ..devices import parse_device, resolve_precision
+
+        resolve_precision(self.precision, parse_device(self.device or "cpu"))
 
 
 @dataclass
@@ -73,7 +81,7 @@ class ImageWorker:
         self.config = config
         self.store = OutputStore(config.out)
         self.detectors = parse_detectors(config.deid) if config.deid else []
-        model = load(config.model, device=config.device)
+        model = load(config.model, device=config.device, precision=config.precision)
         self.generator = SamAutomaticMaskGenerator(
             model, output_mode="coco_rle", **config.amg_options
         )
@@ -205,6 +213,7 @@ def run_engine(
             "seconds": round(summary.seconds, 3),
         },
         "model": config.model,
+        "precision": config.precision,
         "amg_options": config.amg_options,
         "deid": config.deid,
         "ray": asdict(ray_options),
