@@ -57,6 +57,7 @@ class SamAutomaticMaskGenerator:
         *,
         precision: str | None = None,
         cache: EmbeddingCache | None = None,
+        backend: str = "torch",
     ) -> None:
         """Generate masks for a whole image from a grid of point prompts.
 
@@ -75,6 +76,8 @@ class SamAutomaticMaskGenerator:
           "int8" (see `SamPredictor`).
         cache: an `EmbeddingCache` the image and each crop are looked up in before they go
           through the image encoder (a second `generate` of an image embeds nothing).
+        backend: what runs the image encoder, "torch", "openvino" or "onnxruntime" (see
+          `SamPredictor`).
         """
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -94,7 +97,7 @@ class SamAutomaticMaskGenerator:
                     f"got {len(point_grids)}"
                 )
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
-        self.predictor = SamPredictor(model, precision=precision, cache=cache)
+        self.predictor = SamPredictor(model, precision=precision, cache=cache, backend=backend)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh

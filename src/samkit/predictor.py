@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import devices, prompts
+from .encoder_backends import OnnxEncoder, check_backend
 from .modeling import Sam
 from .modeling.transformer import ImageKeys
 from .transforms import ResizeLongestSide
@@ -37,7 +38,12 @@ class ImageEmbedding:
 
 class SamPredictor:
     def __init__(
-        self, sam_model: Sam, *, precision: str | None = None, cache: EmbeddingCache | None = None
+        self,
+        sam_model: Sam,
+        *,
+        precision: str | None = None,
+        cache: EmbeddingCache | None = None,
+        backend: str = "torch",
     ) -> None:
         """Wraps `sam_model` for repeated prompting of one image at a time.
 
@@ -50,13 +56,23 @@ class SamPredictor:
         int8 weights. Kept resolved as `self.precision`.
         cache: an `EmbeddingCache` (possibly shared) that `set_image` and `set_images` look
         each image up in before running the image encoder, and keep its embedding in after.
+        backend: what runs the image encoder: "torch", or "openvino" / "onnxruntime" (CPU; the
+        encoder exported to ONNX once and cached, see `samkit.encoder_backends`), in this
+        precision (fp32, or bf16 on OpenVINO); prompts are always decoded in torch.
         """
         given = sam_model.precision if precision is None else precision
         self.precision = devices.resolve_precision(given, sam_model.device)
+        if backend == "onnxruntime" and given == "auto":
+            self.precision = "fp32"  # the fastest it has: no bf16 kernels on the CPU
         if (self.precision == "int8") != (sam_model.precision == "int8"):
             raise ValueError(_int8_mismatch(sam_model.precision, given))
+        check_backend(backend, self.precision, sam_model.device)
         self.model = sam_model
         self.cache = cache
+        self.backend = backend
+        self._encoder = (
+            None if backend == "torch" else OnnxEncoder(sam_model, backend, self.precision)
+        )
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self._state: ImageEmbedding | None = None
 
@@ -148,8 +164,11 @@ class SamPredictor:
         todo = [i for i, state in enumerate(out) if state is None]
         if todo:
             batch = torch.cat([self.model.preprocess(inputs[i][0]) for i in todo])
-            with self.autocast():
-                features = self.model.image_encoder(batch).float()
+            if self._encoder is not None:
+                features = self._encoder(batch)
+            else:
+                with self.autocast():
+                    features = self.model.image_encoder(batch).float()
             for i, f in zip(todo, features, strict=True):
                 t, original_size = inputs[i]
                 input_size = (int(t.shape[2]), int(t.shape[3]))
@@ -163,7 +182,8 @@ class SamPredictor:
     def _cache_key(self, input_image: torch.Tensor) -> str | None:
         if self.cache is None:
             return None
-        return self.cache.key(input_image, self.model, self.precision)
+        tag = self.precision if self.backend == "torch" else f"{self.precision}+{self.backend}"
+        return self.cache.key(input_image, self.model, tag)
 
     def _cached(
         self, key: str | None, input_image: torch.Tensor, original_size: tuple[int, int]
