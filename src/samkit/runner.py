@@ -36,7 +36,9 @@ SETTINGS = ".samkit_settings.json"  # the settings that made a folder's outputs
 # The generator's arguments that do not change the masks written: speed, and the form in
 # which the runners ask for them.
 NOT_DECIDING = {"points_per_batch", "output_mode"}
-RECORD_ONLY = {"model", "samkit"}  # in SETTINGS for people to read; not compared
+# In SETTINGS for people to read, not compared: the precision and encoder backend move the
+# masks by a few pixels, and folders written before they were recorded still resume.
+RECORD_ONLY = {"model", "samkit", "precision", "backend"}
 
 
 class Generator(Protocol):
@@ -249,7 +251,13 @@ class SettingsMismatch(ValueError):
 
 
 def amg_settings(
-    model: str, amg_options: Mapping[str, Any], fmt: str, *, overlays: bool
+    model: str,
+    amg_options: Mapping[str, Any],
+    fmt: str,
+    *,
+    overlays: bool,
+    precision: str = "fp32",
+    backend: str = "torch",
 ) -> dict[str, Any]:
     """What decides the outputs `samkit amg` writes: the model's weights (`model_identity`),
     the generator's options (`generator_settings`), the format and whether overlays are
@@ -258,7 +266,8 @@ def amg_settings(
 
     identity = model_identity(model)
     options = generator_settings(amg_options)
-    return {"command": "amg", **identity, "format": fmt, "overlays": overlays, **options}
+    chosen = {"format": fmt, "overlays": overlays, "precision": precision, "backend": backend}
+    return {"command": "amg", **identity, **options, **chosen}  # the run's precision wins
 
 
 def generator_settings(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .arguments import (
     DEVICE_HELP,
+    add_backend_argument,
     add_embedding_cache_argument,
     add_max_pixels_argument,
     add_model_argument,
@@ -83,6 +84,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="image files, folders, or .txt lists of paths")
     p.add_argument("--out", required=True, type=out_dir, help="output folder")
     add_model_argument(p)
+    add_backend_argument(p)
     p.add_argument(
         "--format",
         default="sa1b",
@@ -123,12 +125,21 @@ def _amg(args: argparse.Namespace) -> int:
     if not inputs:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
     options = {name: getattr(args, name) for name, *_ in AMG_HELP}
-    settings = amg_settings(args.model, options, args.format, overlays=args.overlays)
+    settings = amg_settings(
+        args.model,
+        options,
+        args.format,
+        overlays=args.overlays,
+        precision=args.precision,
+        backend=args.backend,
+    )
     prepare_output(args.out, settings, inputs, args.format, overwrite=args.overwrite)
     # Disk only: within one run each image and crop is embedded once anyway.
     cache = embedding_cache(args)
     model = load(args.model, device=args.device, precision=args.precision)
-    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", cache=cache, **options)
+    generator = SamAutomaticMaskGenerator(
+        model, output_mode="coco_rle", cache=cache, backend=args.backend, **options
+    )
     summary = run_amg(
         inputs,
         args.out,

@@ -163,6 +163,17 @@ def add_model_argument(p: argparse.ArgumentParser, *, precision: bool = True) ->
         p.add_argument("--precision", choices=MODEL_PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    """--backend: what runs the image encoder (`SamPredictor`'s backend)."""
+    p.add_argument(
+        "--backend",
+        choices=["torch", "openvino", "onnxruntime"],
+        default="torch",
+        help="what runs the image encoder: torch (default), or OpenVINO / onnxruntime on the "
+        "CPU (the encoder exported to ONNX once, into samkit's cache); prompts stay in torch",
+    )
+
+
 def add_max_pixels_argument(p: argparse.ArgumentParser) -> None:
     from ..io.images import DEFAULT_MAX_PIXELS
 

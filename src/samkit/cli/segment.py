@@ -9,6 +9,7 @@ import numpy as np
 
 from .arguments import (
     DEVICE_HELP,
+    add_backend_argument,
     add_embedding_cache_argument,
     add_max_pixels_argument,
     add_model_argument,
@@ -38,6 +39,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", help="image file (any format Pillow reads)")
     add_model_argument(p)
+    add_backend_argument(p)
     p.add_argument(
         "--point",
         action="append",
@@ -103,7 +105,7 @@ def _segment(args: argparse.Namespace) -> int:
     # Disk only: one command embeds one image.
     cache = embedding_cache(args)
     model = load(args.model, device=args.device, precision=args.precision)
-    predictor = SamPredictor(model, cache=cache)
+    predictor = SamPredictor(model, cache=cache, backend=args.backend)
     if args.text is not None:  # the text head and the phrase's length, before the image's work
         try:
             predictor.encode_text([args.text])

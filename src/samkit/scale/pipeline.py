@@ -233,7 +233,11 @@ def engine_settings(config: EngineConfig, *, local: bool = True) -> dict[str, An
     from ..runner import generator_settings
 
     identity = model_identity(config.model, local=local)
-    chosen = {"deid": config.deid, "write_images": config.write_images}
+    chosen = {
+        "deid": config.deid,
+        "write_images": config.write_images,
+        "precision": config.precision,
+    }
     return {"command": "engine", **identity, **chosen, **generator_settings(config.amg_options)}
 
 
