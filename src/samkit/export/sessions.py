@@ -37,6 +37,9 @@ class OnnxRuntimeSession:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # No busy-waiting between runs: its threads would take the cores from torch's, which
+        # decodes the prompts (backend) or runs next to it in the same process.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             os.fspath(path), options, providers=providers or ["CPUExecutionProvider"]
         )
