@@ -98,10 +98,12 @@ SMALL_AMG = --model tests/goldens/amg.safetensors --parts amg --repeats 2
 .PHONY: bench-env bench
 bench-env: $(PEER_VENV)/.bench-installed
 $(PEER_VENV)/.bench-installed: $(PEER_VENV)/.installed pyproject.toml
-	$(PEER_VENV)/bin/pip install -q -e ".[onnx]"
+	$(PEER_VENV)/bin/pip install -q -e ".[onnx,openvino]"
 	touch $@
 
 bench: bench-env
+	OMP_NUM_THREADS=2 $(PEER_VENV)/bin/python benchmarks/bench_runtimes.py --model vit_b --repeats 2
+	OMP_NUM_THREADS=2 $(PEER_VENV)/bin/python benchmarks/bench_runtimes.py --model vit_t --repeats 2
 	$(BENCH) --model vit_b --image astronaut --size 512 --parts amg --repeats 1
 	$(BENCH) --model vit_b --size 1024 --parts set_image,predict --repeats 3
 	$(BENCH) --model samkit_default --image astronaut --size 512 --repeats 3
