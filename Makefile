@@ -36,7 +36,7 @@ demo: $(STAMP)
 train-default: $(STAMP)
 	$(BIN)/python -m samkit.train --pipeline configs/default_model.json --runs runs
 	$(BIN)/python tools/bundle_default.py --pipeline configs/default_model.json --runs runs
-	$(BIN)/samkit eval --model samkit_default --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
+	$(BIN)/samkit eval --model samkit_default --precision fp32 --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
