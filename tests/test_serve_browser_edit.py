@@ -1,6 +1,7 @@
 """The annotator's mask editing in real headless Chromium (issue 27): brush and eraser on the
 candidate and on an accepted object, the edited mask fed back on the next click, the polygon
-view, undo and redo over clicks, accepts, edits and deletes, and the hover preview.
+view, and undo and redo over clicks, accepts, edits and deletes (the hover preview:
+test_serve_browser_hover.py).
 
 `python tests/test_serve_browser_edit.py docs/img/annotator_brush.png --tool brush` (or
 `--tool polygon`, `--tool hover`) runs the tool's session on samkit_default and saves the
@@ -13,10 +14,8 @@ import argparse
 import json
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,9 @@ from browser_kit import (
     keys,
     needs_chromium,
     pick_point,
-    scene,
     viewport_point,
     wait_for,
 )
-from PIL import Image
-from scipy import ndimage
 
 from samkit.rle import decode_coco_rle, encode_coco_rle
 
@@ -350,35 +346,6 @@ def test_undo_and_redo_restore_the_server_state(session: dict[str, Any]) -> None
     wait_for(driver, f"{STATE}.history.length === 2 && {STATE}.future.length === 2")
 
 
-@contextmanager
-def held_predictions(app: Any) -> Iterator[dict[str, Any]]:
-    """Hold the server's predictions until `release` is set (a slow model); counts them and
-    the most that ran at once."""
-    engine = app.state.engine
-    predict = engine.predict
-    gate = {"release": threading.Event(), "calls": [], "running": 0, "most": 0}
-    lock = threading.Lock()
-
-    def slow(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            gate["calls"].append(kwargs["point_coords"].tolist())
-            gate["running"] += 1
-            gate["most"] = max(gate["most"], gate["running"])
-        gate["release"].wait(30)
-        try:
-            return predict(*args, **kwargs)
-        finally:
-            with lock:
-                gate["running"] -= 1
-
-    engine.predict = slow
-    try:
-        yield gate
-    finally:
-        gate["release"].set()
-        engine.predict = predict
-
-
 def hover(driver: Any, x: float, y: float) -> None:
     """Move the mouse over image point (x, y), without a click."""
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
@@ -386,64 +353,6 @@ def hover(driver: Any, x: float, y: float) -> None:
     actions = ActionBuilder(driver)
     actions.pointer_action.move_to_location(*viewport_point(driver, x, y))
     actions.perform()
-
-
-@needs_chromium
-def test_hover_preview_draws_a_mask_without_a_click(session: dict[str, Any]) -> None:
-    """M, then the mouse over the disc: the mask a click there gives is drawn faintly on the
-    overlay; no prompt, no candidate, nothing to undo."""
-    from selenium.webdriver.common.by import By
-
-    driver, client, image_id = open_page(session)
-    keys(driver, "m")
-    assert driver.find_element(By.ID, "hover").get_attribute("aria-pressed") == "true"
-    hover(driver, 240.5, 120.5)
-    wait_for(driver, "window.samkit.hover.mask !== null")
-    point = driver.execute_script("return window.samkit.hover.point")
-    url = f"/api/images/{image_id}/predict"
-    answer = client.post(url, json={"points": [point], "labels": [1]}).json()
-    best = decode_coco_rle(answer["masks"][answer["best"]]["segmentation"])
-    assert driver.execute_script("return window.samkit.hover.mask.area") == int(best.sum())
-    depth = ndimage.distance_transform_edt(np.pad(best, 1))[1:-1, 1:-1]  # the edge is out
-    y, x = np.unravel_index(np.argmax(depth), best.shape)  # the pixel deepest inside
-    until(lambda: overlay_rgba(driver, x + 0.5, y + 0.5)[3])  # drawn at the next frame
-    rgba = np.array(overlay_rgba(driver, x + 0.5, y + 0.5))
-    assert np.abs(rgba[:3] - [255, 220, 0]).max() <= 2 and 0 < rgba[3] < 128  # faint yellow
-    untouched = "S.result === null && !S.prompt.points.length && !S.history.length"
-    assert driver.execute_script(f"const S = {STATE}; return {untouched}")
-
-
-@needs_chromium
-def test_a_stale_hover_answer_is_dropped(session: dict[str, Any]) -> None:
-    """The answer for the mouse's first point comes late, after it moved on: it is left out,
-    the newest point is asked for next (one request at a time) and its mask is drawn; an
-    answer that comes after another image was opened is left out too."""
-    Image.fromarray(scene()[::-1]).save(session["folder"] / "second.png")
-    driver, _, _ = open_page(session)
-    keys(driver, "m")
-    with held_predictions(session["app"]) as gate:
-        hover(driver, 95.5, 110.5)
-        until(lambda: len(gate["calls"]) == 1)
-        hover(driver, 240.5, 120.5)  # moved on while the first is held
-        time.sleep(0.4)  # more than the 150 ms between requests: none is sent while one waits
-        assert len(gate["calls"]) == 1
-        gate["release"].set()
-        wait_for(driver, "window.samkit.hover.mask !== null")
-    assert gate["most"] == 1 and len(gate["calls"]) == 2
-    assert driver.execute_script("return window.samkit.hover.dropped") == 1
-    assert np.allclose(gate["calls"][1], [[240.5, 120.5]], atol=0.5)
-    assert np.allclose(
-        driver.execute_script("return window.samkit.hover.point"), [240.5, 120.5], atol=0.5
-    )
-
-    with held_predictions(session["app"]) as gate:
-        hover(driver, 95.5, 110.5)
-        until(lambda: len(gate["calls"]) == 1)
-        keys(driver, "n")  # another image while the answer is held
-        wait_for(driver, f"{STATE}.index === 1 && {READY}")
-        gate["release"].set()
-        wait_for(driver, "window.samkit.hover.dropped === 2")
-    assert driver.execute_script("return window.samkit.hover.mask") is None
 
 
 def main() -> None:
