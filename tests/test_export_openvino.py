@@ -76,3 +76,30 @@ def test_runtime_and_precision_are_checked(graphs: tuple[Path, Path]) -> None:
         OnnxPredictor(*graphs, runtime="openvino", precision="int4")
     with pytest.raises(ValueError, match="providers are onnxruntime's"):
         OnnxPredictor(*graphs, runtime="openvino", providers=["CPUExecutionProvider"])
+
+
+_SIGNAL_AFTER_FREEING = """
+import gc, os, signal, sys
+import numpy as np
+from samkit.export import OnnxPredictor
+p = OnnxPredictor(sys.argv[1], sys.argv[2], runtime="openvino", precision="bf16")
+p.set_image(sys.argv[3])
+p.predict(point_coords=np.array([[100.0, 90.0]]), point_labels=np.array([1]))
+del p
+gc.collect()
+got = []
+signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+os.kill(os.getpid(), signal.SIGTERM)
+print(len(got))
+"""
+
+
+def test_a_signal_after_a_session_is_freed_is_handled(graphs: tuple[Path, Path]) -> None:
+    """Freeing OpenVINO's compiled graphs in a process with torch left it to segfault on the
+    next signal (Ctrl-C); the sessions keep them for the process's life."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", _SIGNAL_AFTER_FREEING, *map(str, graphs), str(IMAGE)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "1", (done.returncode, done.stderr)

@@ -10,12 +10,19 @@ records the model's input size, mask threshold and image format there).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 RUNTIMES = ("onnxruntime", "openvino")
+# OpenVINO's compiled graphs, by (file, its mtime and size, threads, precision), kept for the
+# process's life and shared by the sessions that open the same graph the same way. Freeing
+# them in a process that also runs torch left it to crash (SIGSEGV) on its next signal, such
+# as Ctrl-C; kept, each graph costs its memory once.
+_COMPILED: dict[tuple[Any, ...], tuple[Any, Any, Any, threading.Lock]] = {}
+_LOCK = threading.Lock()
 # OpenVINO's inference precisions by the names samkit uses; "auto" leaves it to OpenVINO,
 # which picks bf16 on CPUs with AVX-512 BF16 or AMX and f32 elsewhere.
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
@@ -59,15 +66,25 @@ class OpenVinoSession:
                 f"OpenVINO precision must be auto, {', '.join(OPENVINO_PRECISIONS)}; "
                 f"got {precision!r}"
             )
-        core = ov.Core()
-        model = core.read_model(os.fspath(path))
         config: dict[str, Any] = {}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         if precision != "auto":
             config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[precision]
-        self._compiled = core.compile_model(model, "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        stat = os.stat(path)
+        key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, threads, precision)
+        with _LOCK:
+            if key not in _COMPILED:
+                core = ov.Core()
+                model = core.read_model(os.fspath(path))
+                compiled = core.compile_model(model, "CPU", config)
+                _COMPILED[key] = (
+                    model,
+                    compiled,
+                    compiled.create_infer_request(),
+                    threading.Lock(),
+                )
+        model, self._compiled, self._request, self._busy = _COMPILED[key]
         self.inputs = {}
         for port in model.inputs:
             shape = port.get_partial_shape()
@@ -81,7 +98,8 @@ class OpenVinoSession:
         self.metadata = {key: value.astype(str) for key, value in framework.items()}
 
     def run(self, outputs: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[Any]:
-        result = self._request.infer(feeds)
+        with self._busy:  # sessions of one graph share its infer request
+            result = self._request.infer(feeds)
         names = outputs or [port.get_any_name() for port in self._compiled.outputs]
         by_name = {port.get_any_name(): value for port, value in result.items()}
         return [np.asarray(by_name[name]) for name in names]
