@@ -48,8 +48,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
-from ..io import DEFAULT_MAX_PIXELS
-from ..io._records import decode_rle
+from ..io import DEFAULT_MAX_PIXELS, decode_rle
 from ..modeling import Sam
 from ..rle import mask_to_rle
 from .engine import Cancelled, Engine
