@@ -4,7 +4,8 @@ the page's input (clicks at image pixels, keys, a phrase in the text box)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,33 @@ def canvas_colours(driver: Any, pixels: list[tuple[int, int]]) -> np.ndarray:
         [list(map(int, p)) for p in pixels],
     )
     return np.array(rgba, dtype=np.int32).reshape(-1, 4)
+
+
+# -- the server's side of a browser test, and undo/redo -------------------------------------
+
+
+def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll `check()` (the server's state) until it is truthy; returns it."""
+    end = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < end, "the server never reached the state the test waits for"
+        time.sleep(0.05)
+    return value
+
+
+def server_state(client: Any, image_id: str) -> list[tuple[str, str, str, int]]:
+    """The image's annotations without their ids: (label, mask counts, source, area)."""
+    stored = client.get(f"/api/images/{image_id}/annotations").json()
+    return sorted((a["label"], a["segmentation"]["counts"], a["source"], a["area"]) for a in stored)
+
+
+def ctrl_z(driver: Any, *, shift: bool = False) -> None:
+    """Ctrl+Z (undo), or Ctrl+Shift+Z (redo)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    chain = ActionChains(driver).key_down(Keys.CONTROL)
+    chain = chain.key_down(Keys.SHIFT) if shift else chain
+    chain = chain.send_keys("z")
+    chain = chain.key_up(Keys.SHIFT) if shift else chain
+    chain.key_up(Keys.CONTROL).perform()

@@ -15,7 +15,6 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,13 @@ from browser_kit import (
     MASK_SHOWN,
     annotator,
     click_image,
+    ctrl_z,
     drag,
     keys,
     needs_chromium,
     pick_point,
+    server_state,
+    until,
     viewport_point,
     wait_for,
 )
@@ -49,15 +51,6 @@ def open_page(session: dict[str, Any], objects: int = 0) -> tuple[Any, Any, str]
     session["driver"].get(session["url"] + "/")
     wait_for(session["driver"], f"{READY} && {STATE}.objects.length === {objects}")
     return session["driver"], client, image_id
-
-
-def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll `check()` (the server's state) until it is truthy; returns it."""
-    end = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < end, "the server never reached the state the test waits for"
-        time.sleep(0.05)
-    return value
 
 
 def add_object(client: Any, image_id: str, mask: np.ndarray, label: str = "box") -> dict[str, Any]:
@@ -108,18 +101,6 @@ def shift_click(driver: Any, x: float, y: float) -> None:
 
     at = viewport_point(driver, x, y)
     drag(driver, at, at, hold=Keys.SHIFT)
-
-
-def ctrl_z(driver: Any, *, shift: bool = False) -> None:
-    """Ctrl+Z (undo), or Ctrl+Shift+Z (redo)."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
-
-    chain = ActionChains(driver).key_down(Keys.CONTROL)
-    chain = chain.key_down(Keys.SHIFT) if shift else chain
-    chain = chain.send_keys("z")
-    chain = chain.key_up(Keys.SHIFT) if shift else chain
-    chain.key_up(Keys.CONTROL).perform()
 
 
 def shown_mask(driver: Any) -> np.ndarray:
@@ -278,14 +259,6 @@ def test_polygon_view_draws_each_part_and_its_holes(session: dict[str, Any]) -> 
     keys(driver, Keys.ESCAPE)  # unselect: the polygons go
     wait_for(driver, f"{STATE}.editing === null && window.samkit.polygons.polygons.length === 0")
     until(lambda: overlay_rgba(driver, 30.5, 40.5)[3] == 0)
-
-
-def server_state(client: Any, image_id: str) -> list[tuple[str, str, str, int]]:
-    """The image's annotations without their ids: (label, mask counts, source, area)."""
-    return sorted(
-        (a["label"], a["segmentation"]["counts"], a["source"], a["area"])
-        for a in stored(client, image_id)
-    )
 
 
 @needs_chromium

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from browser_kit import keys, needs_chromium, scene, wait_for
+from browser_kit import keys, needs_chromium, scene, until, wait_for
 from PIL import Image
 from scipy import ndimage
-from test_serve_browser_edit import READY, STATE, hover, open_page, overlay_rgba, until
+from test_serve_browser_edit import READY, STATE, hover, open_page, overlay_rgba
 
 from samkit.rle import decode_coco_rle
 

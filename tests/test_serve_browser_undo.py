@@ -4,44 +4,15 @@ candidate (history.js's proposalsStep and discardStep)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from browser_kit import annotator, needs_chromium, wait_for
+from browser_kit import annotator, ctrl_z, needs_chromium, server_state, until, wait_for
 
 from samkit.rle import decode_coco_rle
 
 STATE = "window.samkit.state"
 READY = "document.body.dataset.state === 'ready'"
-
-
-def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll `check()` (the server's state) until it is truthy; returns it."""
-    end = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < end, "the server never reached the state the test waits for"
-        time.sleep(0.05)
-    return value
-
-
-def server_state(client: Any, image_id: str) -> list[tuple[str, str, str, int]]:
-    """The image's annotations without their ids: (label, mask counts, source, area)."""
-    stored = client.get(f"/api/images/{image_id}/annotations").json()
-    return sorted((a["label"], a["segmentation"]["counts"], a["source"], a["area"]) for a in stored)
-
-
-def ctrl_z(driver: Any, *, shift: bool = False) -> None:
-    """Ctrl+Z (undo), or Ctrl+Shift+Z (redo)."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
-
-    chain = ActionChains(driver).key_down(Keys.CONTROL)
-    chain = chain.key_down(Keys.SHIFT) if shift else chain
-    chain = chain.send_keys("z")
-    chain = chain.key_up(Keys.SHIFT) if shift else chain
-    chain.key_up(Keys.CONTROL).perform()
 
 
 def shown_proposals(driver: Any) -> list[Any]:
