@@ -231,6 +231,19 @@ def test_the_model_records_its_precision_and_predictors_follow_it(int8_model: Sa
     assert SamPredictor(load("samkit_default"), precision="auto").precision == auto
 
 
+def test_the_cpu_decodes_prompts_in_fp32_in_every_precision() -> None:
+    bf16 = SamPredictor(load("samkit_default", precision="bf16"))
+    a = torch.randn(4, 4)
+    with bf16.decode_autocast():  # the decoder: fp32 on the CPU
+        assert (a @ a).dtype == torch.float32
+    bf16.set_image(np.asarray(data.astronaut()))
+    fp32 = SamPredictor(bf16.model, precision="fp32")
+    fp32._state = bf16._state  # the bf16 encoder's embedding, decoded by both
+    point = (np.array([[200, 150]]), np.array([1]))
+    for got, want in zip(bf16.predict(*point), fp32.predict(*point), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_int8_goes_only_with_an_int8_model(int8_model: Sam) -> None:
     with pytest.raises(ValueError, match="precision int8 needs a model loaded with it"):
         SamPredictor(load("samkit_default"), precision="int8")

@@ -243,7 +243,7 @@ class SamAutomaticMaskGenerator:
         assert input_size is not None and prepared is not None and image_pe is not None
         # Masks are made only for outputs that pass the predicted-IoU filter.
         min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else -float("inf")
-        with predictor.autocast():
+        with predictor.decode_autocast():
             sparse, _ = model.prompt_encoder(points=(in_points, in_labels), boxes=None, masks=None)
             low_res, iou_preds, index = model.mask_decoder.predict_confident(
                 image_pe=image_pe,

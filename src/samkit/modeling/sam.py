@@ -113,18 +113,24 @@ class Sam(nn.Module):
     ) -> torch.Tensor:
         """Low-res logits (B, C, h, w) -> logits at the original image size (B, C, H0, W0):
         upscale to the padded input, cut the padding, then resize to the original."""
-        masks = F.interpolate(
-            masks, (self.img_size, self.img_size), mode="bilinear", align_corners=False
-        )
+        masks = _resize(masks, (self.img_size, self.img_size))
         masks = masks[..., : input_size[0], : input_size[1]]
         if tuple(masks.shape[-2:]) == tuple(int(s) for s in original_size):
             return masks  # resizing to the same size is the identity
-        return F.interpolate(
-            masks, tuple(int(s) for s in original_size), mode="bilinear", align_corners=False
-        )
+        return _resize(masks, tuple(int(s) for s in original_size))
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise pixel values and pad (3, h, w) at the bottom/right to img_size square."""
         x = (x - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
         return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
+
+
+def _resize(masks: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) of (B, C, h, w) logits, one channel at a time:
+    for a few channels torch's CPU kernel goes through channels-last copies of the result,
+    and resizing (B * C, 1, h, w) instead was 3x faster for 3 masks to 1024 x 1024."""
+    b, c = masks.shape[:2]
+    flat = masks.reshape(b * c, 1, *masks.shape[-2:])
+    out = F.interpolate(flat, size, mode="bilinear", align_corners=False)
+    return out.reshape(b, c, *out.shape[-2:])
