@@ -85,7 +85,7 @@ def test_the_cache_keeps_backends_apart(cache_home: Path) -> None:
 
 def test_backend_choices_are_checked() -> None:
     model = load("samkit_default")
-    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime, openvino"):
+    with pytest.raises(ValueError, match="must be one of torch, onnxruntime, openvino, auto"):
         SamPredictor(model, backend="tensorrt")
     with pytest.raises(ValueError, match="onnxruntime has no bf16 encoder"):
         SamPredictor(model, precision="bf16", backend="onnxruntime")

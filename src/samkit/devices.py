@@ -111,6 +111,17 @@ def cpu_flags() -> frozenset[str] | None:
 
 
 @functools.cache
+def cpu_name() -> str:
+    """This CPU's model name from /proc/cpuinfo, else what the platform module says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@functools.cache
 def cpu_supports_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), which is what makes
     bf16 autocast faster than fp32 on a CPU. Read from /proc/cpuinfo where there is one, else

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .modeling import Sam
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
+CHOICES = (*BACKENDS, "auto")  # what SamPredictor takes; "auto": see `samkit.backend_choice`
 INPUT, OUTPUT = "image", "image_embeddings"
 
 
@@ -40,10 +41,11 @@ class _Encoder(nn.Module):
 
 
 def check_backend(backend: str, precision: str, device: torch.device) -> None:
-    """ValueError unless `backend` can run an encoder of `precision` on `device`."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if backend == "torch":
+    """ValueError unless `backend` can run an encoder of `precision` on `device` ("auto"
+    always can: it picks one that does)."""
+    if backend not in CHOICES:
+        raise ValueError(f"backend must be one of {', '.join(CHOICES)}; got {backend!r}")
+    if backend in ("torch", "auto"):
         return
     if device.type != "cpu":
         raise ValueError(f"backend {backend!r} runs on the CPU; the model is on {device}")

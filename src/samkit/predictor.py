@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import devices, prompts
+from .backend_choice import choose_backend
 from .encoder_backends import OnnxEncoder, check_backend
 from .modeling import Sam
 from .modeling.transformer import ImageKeys
@@ -48,17 +49,19 @@ class SamPredictor:
         """Wraps `sam_model` for repeated prompting of one image at a time.
 
         precision: None, the model's own (`sam_model.precision`: what `samkit.load` was given,
-        "fp32" for a model built otherwise); "fp32"; "bf16" to run the encoder and decoder
-        under bfloat16 autocast (faster only on CPUs with native bf16 matmuls, e.g. AVX-512
-        BF16 / AMX, and GPUs; outputs stay float32); "auto" (`devices.resolve_precision`:
-        bf16 where that is faster, else fp32). "int8" goes with a model loaded with precision
-        "int8" (`samkit.quantize`), and such a model with nothing else: its Linear layers hold
-        int8 weights. Kept resolved as `self.precision`.
+        "fp32" for a model built otherwise); "fp32"; "bf16" to run the encoder (and on a GPU
+        the decoder; see `decode_autocast`) under bfloat16 autocast (faster only on CPUs with
+        native bf16 matmuls, e.g. AVX-512 BF16 / AMX, and GPUs; outputs stay float32); "auto"
+        (`devices.resolve_precision`: bf16 where that is faster, else fp32). "int8" goes
+        with a model loaded with precision "int8" (`samkit.quantize`), and such a model with
+        nothing else: its Linear layers hold int8 weights. Kept resolved as `self.precision`.
         cache: an `EmbeddingCache` (possibly shared) that `set_image` and `set_images` look
         each image up in before running the image encoder, and keep its embedding in after.
         backend: what runs the image encoder: "torch", or "openvino" / "onnxruntime" (CPU; the
         encoder exported to ONNX once and cached, see `samkit.encoder_backends`), in this
-        precision (fp32, or bf16 on OpenVINO); prompts are always decoded in torch.
+        precision (fp32, or bf16 on OpenVINO); "auto": the one that measured fastest for this
+        model here (`samkit.backend_choice`; measured once, the first time). Prompts are
+        always decoded in torch. Kept resolved as `self.backend`.
         """
         given = sam_model.precision if precision is None else precision
         self.precision = devices.resolve_precision(given, sam_model.device)
@@ -67,6 +70,8 @@ class SamPredictor:
         if (self.precision == "int8") != (sam_model.precision == "int8"):
             raise ValueError(_int8_mismatch(sam_model.precision, given))
         check_backend(backend, self.precision, sam_model.device)
+        if backend == "auto":
+            backend = choose_backend(sam_model, self.precision)
         self.model = sam_model
         self.cache = cache
         self.backend = backend

@@ -17,6 +17,7 @@ from .arguments import (
     bounded,
     embedding_cache,
     out_dir,
+    resolve_backend,
 )
 
 # The generator's arguments the CLI exposes: (name, type with the values it takes, help).
@@ -137,8 +138,9 @@ def _amg(args: argparse.Namespace) -> int:
     # Disk only: within one run each image and crop is embedded once anyway.
     cache = embedding_cache(args)
     model = load(args.model, device=args.device, precision=args.precision)
+    backend = resolve_backend(args.backend, model)
     generator = SamAutomaticMaskGenerator(
-        model, output_mode="coco_rle", cache=cache, backend=args.backend, **options
+        model, output_mode="coco_rle", cache=cache, backend=backend, **options
     )
     summary = run_amg(
         inputs,

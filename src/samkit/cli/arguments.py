@@ -7,15 +7,19 @@ import argparse
 import math
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.folders import SampleSource
 from ..devices import MODEL_PRECISIONS
+
+if TYPE_CHECKING:
+    from ..modeling import Sam
 
 MODEL_HELP = (
     "model name or weights file (default samkit_default, bundled: it runs offline; "
@@ -167,11 +171,25 @@ def add_backend_argument(p: argparse.ArgumentParser) -> None:
     """--backend: what runs the image encoder (`SamPredictor`'s backend)."""
     p.add_argument(
         "--backend",
-        choices=["torch", "openvino", "onnxruntime"],
-        default="torch",
-        help="what runs the image encoder: torch (default), or OpenVINO / onnxruntime on the "
-        "CPU (the encoder exported to ONNX once, into samkit's cache); prompts stay in torch",
+        choices=["auto", "torch", "openvino", "onnxruntime"],
+        default="auto",
+        help="what runs the image encoder: torch, or OpenVINO / onnxruntime on the CPU (the "
+        "encoder exported to ONNX once, into samkit's cache); default auto: the fastest for "
+        "this model here, measured the first time and remembered. Prompts stay in torch",
     )
+
+
+def resolve_backend(backend: str, model: Sam) -> str:
+    """--backend as `SamPredictor` runs it: "auto" becomes the measured choice (a measurement,
+    the first time for a model, is announced on stderr)."""
+    if backend != "auto":
+        return backend
+    from ..backend_choice import choose_backend
+
+    def announce(message: str) -> None:
+        print(f"note: {message}", file=sys.stderr, flush=True)
+
+    return choose_backend(model, model.precision, announce=announce)
 
 
 def add_max_pixels_argument(p: argparse.ArgumentParser) -> None:

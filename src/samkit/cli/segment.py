@@ -15,6 +15,7 @@ from .arguments import (
     add_model_argument,
     embedding_cache,
     out_file,
+    resolve_backend,
     xy,
     xyxy,
 )
@@ -105,7 +106,7 @@ def _segment(args: argparse.Namespace) -> int:
     # Disk only: one command embeds one image.
     cache = embedding_cache(args)
     model = load(args.model, device=args.device, precision=args.precision)
-    predictor = SamPredictor(model, cache=cache, backend=args.backend)
+    predictor = SamPredictor(model, cache=cache, backend=resolve_backend(args.backend, model))
     if args.text is not None:  # the text head and the phrase's length, before the image's work
         try:
             predictor.encode_text([args.text])
