@@ -23,7 +23,7 @@ from samkit.train import TrainConfig
 from samkit.train.config import finetune_config
 from samkit.train.sources import count_phrases, fit_sample, mask_phrases
 from samkit.train.step import step_generator
-from samkit.train.text import NONE, choose_text
+from samkit.train.text import NONE, choose_text, object_crop
 from samkit.train.trainer import new_model
 
 CATEGORIES = [
@@ -196,3 +196,26 @@ def test_finetune_text_needs_category_names(
         main([*base, *coco, "--text", "--text-prob", "1.5"])
     assert "expected a number from 0 to 1" in capsys.readouterr().err
     assert not run.exists()  # every check came before any work
+
+
+def test_crop_prompts_need_clip_and_crop_around_the_mask(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match='needs a "clip:<model>'):
+        TrainConfig(model="samkit_tiny", text_encoder="minilm", text_prob=1.0,
+                    text_from_crops=True)  # fmt: skip
+    image = np.arange(80 * 100 * 3, dtype=np.uint8).reshape(80, 100, 3)
+    mask = np.zeros((128, 128), bool)  # padded beyond the image, as FittedSample pads
+    mask[10:30, 20:60] = True  # 20 x 40: widened by 2 and 4 px on each side
+    np.testing.assert_array_equal(object_crop(image, mask), image[8:32, 16:64])
+    mask[:] = False
+    mask[0:10, 90:100] = True  # at the corner: the margin stops at the image's edge
+    np.testing.assert_array_equal(object_crop(image, mask), image[0:11, 89:100])
+    with pytest.raises(ValueError, match="an empty mask has no crop"):
+        object_crop(image, np.zeros((80, 100), bool))
+
+    path = write_coco(tmp_path / "data", [[DOG, CAT_A]])
+    run = tmp_path / "run"
+    args = ["finetune", "--model", "samkit_tiny", "--coco", str(path), "--images"]
+    args += [str(tmp_path / "data" / "imgs"), "--out", str(run), "--steps", "2"]
+    assert main([*args, "--text", "--text-from-crops"]) == 1  # MiniLM has no image tower
+    assert main([*args, "--text-from-crops"]) == 1
+    assert not run.exists()

@@ -45,6 +45,7 @@ LEFT_OUT = {
     "text_prob": 0.0,
     "text_only_prob": 0.5,
     "text_lr": 0.0,
+    "text_from_crops": False,
 }
 
 

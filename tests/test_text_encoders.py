@@ -8,6 +8,7 @@ skip there and run in the peer venv with `make test-clip`.
 from __future__ import annotations
 
 import importlib.util
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,56 @@ def test_clip_without_open_clip_says_how_to_install() -> None:
         pytest.skip("open_clip is installed here")
     with pytest.raises(RuntimeError, match="pip install open_clip_torch"):
         get_text_encoder("clip:ViT-B-32")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A "clip:<model>:<weights>" name for a tiny random CLIP: its architecture registered
+    with open_clip from a config file, its weights in a local safetensors file."""
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("clip")
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "layers": 1, "width": 32,
+                       "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                     "layers": 1},
+    }  # fmt: skip
+    (folder / "samkit-tiny-clip.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / "samkit-tiny-clip.json")
+    torch.manual_seed(1)
+    weights = folder / "tiny_clip.safetensors"
+    state = open_clip.create_model("samkit-tiny-clip").state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, weights)
+    return f"clip:samkit-tiny-clip:{weights}"
+
+
+def test_clip_crops_train_the_text_head_as_the_paper_did(tiny_clip_file: str) -> None:
+    from samkit.data import make_scene
+    from samkit.loading import TEXT_HEAD_PREFIX
+    from samkit.train import TrainConfig
+    from samkit.train.step import step_generator, train_step
+    from samkit.train.text import ALONE, WITH_POINT, choose_text, object_crop
+    from samkit.train.trainer import build_optimizer, new_model
+
+    torch.set_num_threads(1)
+    encoder = get_text_encoder(tiny_clip_file)  # the architecture by name, the weights by path
+    assert encoder.dim == 32
+    config = TrainConfig(model="samkit_tiny", scene_size=256, masks_per_step=4, max_rounds=1,
+                         min_rounds=1, text_encoder=tiny_clip_file, text_prob=1.0,
+                         text_only_prob=0.5, text_from_crops=True, precision="fp32")  # fmt: skip
+    scene = make_scene(5, 0, 256)  # synthetic scenes name nothing for crops: any mask will do
+    picked = [0, 1, 2, 3]
+    text = choose_text(scene, picked, step_generator(0, 0), config)
+    assert set(text.mode.tolist()) <= {ALONE, WITH_POINT} and len(text.mode) == 4
+    crops = [object_crop(scene.image, scene.masks[i]) for i in picked]
+    torch.testing.assert_close(text.vectors, encoder.encode_crops(crops))
+
+    model = new_model(config)
+    head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(TEXT_HEAD_PREFIX)}
+    assert head[TEXT_HEAD_PREFIX + "layers.0.weight"].shape[1] == 32  # CLIP's width
+    train_step(model, build_optimizer(model, config), [scene], [0], config)
+    after = model.state_dict()
+    assert any(not torch.equal(after[k], v) for k, v in head.items())  # the crops reached it

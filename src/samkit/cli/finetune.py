@@ -89,6 +89,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         help=f"with --text: chance that a target its category names gets the name as a prompt "
         f"(default {TEXT_PROB})",
     )
+    p.add_argument(
+        "--text-from-crops",
+        action="store_true",
+        help="with --text clip:...: train as the SAM paper did, every annotation prompted "
+        "(chance --text-prob) by CLIP's image embedding of its crop instead of a name, so no "
+        "category names are needed; at inference a phrase's CLIP text embedding takes its place",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.set_defaults(handler=_finetune)
 
@@ -119,6 +126,11 @@ def _finetune(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be positive; got {args.steps}")
     if args.text_prob is not None and args.text is None:
         raise ValueError("--text-prob is the chance of a text prompt: it needs --text")
+    if args.text_from_crops and not (args.text or "").startswith("clip:"):
+        raise ValueError(
+            "--text-from-crops embeds crops with CLIP's image tower: it needs "
+            "--text clip:<model>[:<weights>]"
+        )
     device = devices.resolve_device(args.device)  # before any work starts
     data = dataset(args)  # a COCO file's images without annotations are left out here
     phrased = _check_text(args, data) if args.text is not None else 0
@@ -133,6 +145,7 @@ def _finetune(args: argparse.Namespace) -> int:
         freeze_image_encoder=args.freeze_encoder,
         text_encoder=args.text or "",
         text_prob=0.0 if args.text is None else text_prob,
+        text_from_crops=args.text_from_crops,
     )
     if args.precision is not None:
         config = dataclasses.replace(config, precision=args.precision)
@@ -174,7 +187,9 @@ def _finetune(args: argparse.Namespace) -> int:
             f"images without annotations: {unannotated} of {in_file} in "
             f"{args.coco}, left out of training and the held-out set"
         )
-    if args.text is not None:
+    if args.text_from_crops:
+        lines.append(f"text prompts ({args.text}): CLIP image embeddings of annotation crops")
+    elif args.text is not None:
         lines.append(f"text prompts ({args.text}): {phrased} annotations named by their category")
     lines += ["", "before:", report.to_markdown(before), "after:", report.to_markdown(after)]
     print("\n".join(lines), end="")
@@ -192,11 +207,15 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _check_text(args: argparse.Namespace, data: SampleSource) -> int:
-    """The number of annotations of `data` that a phrase names (`train.sources.mask_phrases`);
-    ValueError when there are none, or when the text encoder --text names cannot be built."""
+    """The number of annotations of `data` that a phrase names (`train.sources.mask_phrases`;
+    0 with --text-from-crops, which needs no names); ValueError when there are none, or when
+    the text encoder --text names cannot be built."""
     from ..text import get_text_encoder
     from ..train.sources import count_phrases
 
+    if args.text_from_crops:  # crops need no names; only the encoder, before training
+        get_text_encoder(args.text)
+        return 0
     named, phrased = count_phrases(data)  # the annotation files only: no image is read
     where = args.coco or args.sa1b
     if named == 0:

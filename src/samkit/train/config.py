@@ -86,6 +86,10 @@ class TrainConfig:
     text_prob: float = 0.0
     text_only_prob: float = 0.5
     text_lr: float = 0.0  # peak learning rate of the text head (0: `lr`, as the rest)
+    # the SAM paper's text training: a target's prompt is the CLIP image embedding of its crop
+    # (a "clip:" encoder), so every mask trains the head and no words are needed; at inference
+    # the CLIP text embedding of a phrase takes its place (one embedding space)
+    text_from_crops: bool = False
     notes: dict[str, str] = dataclasses.field(default_factory=dict)  # field -> why its value
 
     def __post_init__(self) -> None:
@@ -122,6 +126,11 @@ class TrainConfig:
             raise ValueError(f"text_lr must be >= 0 (0: lr); got {self.text_lr}")
         if self.text_prob > 0 and not self.text_encoder:
             raise ValueError('text_prob > 0 needs a text_encoder (e.g. "minilm")')
+        if self.text_from_crops and not self.text_encoder.startswith("clip:"):
+            raise ValueError(
+                "text_from_crops embeds object crops with CLIP's image tower: it needs a "
+                f'"clip:<model>[:<weights>]" text_encoder; got {self.text_encoder!r}'
+            )
         if self.init_only and not self.init_from:
             raise ValueError("init_only names tensors of init_from, which is not set")
 
@@ -214,11 +223,13 @@ def finetune_config(
     precision: str = "fp32",
     text_encoder: str = "",
     text_prob: float = 0.0,
+    text_from_crops: bool = False,
 ) -> TrainConfig:
     """The recipe `samkit finetune` uses: the paper's prompting and losses at a fine-tuning
     learning rate, warm-up over the first 5% of steps, 10x decays at 2/3 and 9/10 of them.
     With a `text_encoder`, a target its category names alone gets that phrase as a prompt
-    with chance `text_prob` (`train/text.py`)."""
+    with chance `text_prob` (`train/text.py`); with `text_from_crops`, any target does, by
+    the CLIP image embedding of its crop."""
     return TrainConfig(
         model=model,
         seed=seed,
@@ -237,6 +248,7 @@ def finetune_config(
         freeze_image_encoder=freeze_image_encoder,
         text_encoder=text_encoder,
         text_prob=text_prob,
+        text_from_crops=text_from_crops,
     )
 
 

@@ -4,6 +4,10 @@ A target can be prompted by text only when its image names it unambiguously: syn
 scenes name their objects (`samkit.data.phrases`), dataset samples carry their category
 names (`FittedSample.phrases`). Of those, each gets text with chance `config.text_prob`,
 and then starts without a point (the text alone) with chance `config.text_only_prob`.
+
+With `config.text_from_crops` (a CLIP encoder), the SAM paper's training: every target is
+eligible, and its vector is CLIP's image embedding of its crop, the mask's bounding box
+widened by CROP_MARGIN of its size on each side, cut from the image (the background kept).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ def choose_text(
     config: TrainConfig,
 ) -> TextPrompts:
     """Text prompts for the masks `picked` from `scene` (indices into its masks)."""
+    if config.text_from_crops:
+        return _crop_prompts(scene, picked, generator, config)
     phrases = candidate_phrases(scene, generator)
     n = len(picked)
     use = torch.rand(n, generator=generator) < config.text_prob
@@ -62,4 +68,45 @@ def choose_text(
     vectors = torch.zeros(n, encoder.dim)
     if texts:
         vectors[mode != NONE] = encode_cached(config.text_encoder, texts)
+    return TextPrompts(vectors, mode)
+
+
+CROP_MARGIN = 0.1  # of the box's width and height, added on each side
+
+
+def object_crop(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The (h, w, 3) part of `image` around the non-empty `mask`: its bounding box widened by
+    CROP_MARGIN on each side, within the image. `mask` may be padded beyond the image at the
+    bottom and right (`FittedSample`), never holding pixels there."""
+    ys, xs = np.nonzero(mask[: image.shape[0], : image.shape[1]])
+    if ys.size == 0:
+        raise ValueError("an empty mask has no crop")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    dy, dx = round(CROP_MARGIN * (y1 - y0)), round(CROP_MARGIN * (x1 - x0))
+    h, w = image.shape[:2]
+    return image[max(0, y0 - dy) : min(h, y1 + dy), max(0, x0 - dx) : min(w, x1 + dx)]
+
+
+def _crop_prompts(
+    scene: Scene | FittedSample,
+    picked: Sequence[int],
+    generator: torch.Generator,
+    config: TrainConfig,
+) -> TextPrompts:
+    """Each picked mask gets, with chance `config.text_prob`, CLIP's image embedding of its
+    crop as its text vector (with or without a first point, as for phrases)."""
+    from ..text.clip import ClipTextEncoder
+
+    encoder = get_text_encoder(config.text_encoder)
+    if not isinstance(encoder, ClipTextEncoder):
+        raise ValueError(f"text_from_crops needs a CLIP encoder; {config.text_encoder!r} is not")
+    n = len(picked)
+    use = torch.rand(n, generator=generator) < config.text_prob
+    alone = torch.rand(n, generator=generator) < config.text_only_prob
+    rows = [row for row, index in enumerate(picked) if use[row] and scene.masks[index].any()]
+    vectors, mode = torch.zeros(n, encoder.dim), torch.full((n,), NONE)
+    if rows:
+        crops = [object_crop(scene.image, scene.masks[picked[row]]) for row in rows]
+        vectors[rows] = encoder.encode_crops(crops)
+        mode[rows] = torch.where(alone[rows], ALONE, WITH_POINT)
     return TextPrompts(vectors, mode)
