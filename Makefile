@@ -102,7 +102,10 @@ $(PEER_VENV)/.bench-installed: $(PEER_VENV)/.installed pyproject.toml
 	touch $@
 
 bench: bench-env
-	OMP_NUM_THREADS=2 $(PEER_VENV)/bin/python benchmarks/bench_runtimes.py --model vit_b --repeats 2
+	OMP_NUM_THREADS=2 $(PEER_VENV)/bin/python benchmarks/bench_runtimes.py --model vit_b --repeats 2 --no-amg
+	OMP_NUM_THREADS=2 $(PEER_VENV)/bin/python benchmarks/bench_runtimes.py --model vit_b --repeats 1 --amg-only
+	OMP_NUM_THREADS=2 $(PEER_VENV)/bin/python benchmarks/bench_runtimes.py --model vit_b --repeats 2 --no-amg \
+		--emulate-avx2 --skip "samkit bf16,samkit int8,onnxruntime int8,openvino int8"
 	OMP_NUM_THREADS=2 $(PEER_VENV)/bin/python benchmarks/bench_runtimes.py --model vit_t --repeats 2
 	$(BENCH) --model vit_b --image astronaut --size 512 --parts amg --repeats 1
 	$(BENCH) --model vit_b --size 1024 --parts set_image,predict --repeats 3

@@ -2,7 +2,9 @@
 on the same weights and photo, in one run.
 
     make bench-env
-    OMP_NUM_THREADS=2 .venv-peer/bin/python benchmarks/bench_runtimes.py --model vit_b
+    OMP_NUM_THREADS=2 .venv-peer/bin/python benchmarks/bench_runtimes.py --model vit_b --no-amg
+    OMP_NUM_THREADS=2 .venv-peer/bin/python benchmarks/bench_runtimes.py --model vit_b --amg-only
+    ... --no-amg --emulate-avx2   # as on an AVX2-only CPU (instruction caps; see emulate_avx2)
 
 Runners (each behind `set_image` / `predict`):
 - official: Meta's `segment_anything` in fp32, the peer every ratio is against (vit_t,
@@ -62,6 +64,31 @@ def cpu() -> str:
     return f"{fields.get('model name', '?')} (model {fields.get('model', '?')}); flags: {has}"
 
 
+AVX2_CAPS = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN, in torch and in OpenVINO
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # MKL's matmuls (torch fp32)
+    "OV_CPU_MAX_ISA": "AVX2",  # OpenVINO's own kernels (it then reports no BF16)
+}
+
+
+def emulate_avx2() -> None:
+    """Run this benchmark as on an AVX2-only CPU: the runtimes are capped by environment
+    variables read at start-up (so the process starts again with them), and samkit's CPU
+    flags lose AVX-512, AMX and AVX-VNNI, so that "auto" decides as it would there (fbgemm,
+    torch's int8 engine, reads the CPU itself: its int8 rows are not capped)."""
+    from samkit import devices
+
+    if any(os.environ.get(k) != v for k, v in AVX2_CAPS.items()):
+        os.environ.update(AVX2_CAPS)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    flags = devices.cpu_flags() or frozenset()
+    capped = frozenset(f for f in flags if not f.startswith(("avx512", "amx", "avx_vnni")))
+    devices.cpu_flags = lambda: capped  # type: ignore[assignment]
+    devices.cpu_supports_bf16.cache_clear()
+    devices.cpu_int8_saturates.cache_clear()
+
+
 def generator(model: Any, image: np.ndarray, backend: str = "torch") -> Callable[[], Any]:
     from samkit import SamAutomaticMaskGenerator
 
@@ -88,7 +115,10 @@ def runners(args: argparse.Namespace, image: np.ndarray, folder: Path) -> dict[s
         ours = seeded_init_(sam_model_registry[args.model](), seed=0).eval()
     weights = folder / "weights.safetensors"  # the same weights for every samkit precision
     write_safetensors(ours.state_dict(), weights)
+    skip = set(args.skip)
     for precision in ("fp32", "bf16", "int8"):
+        if f"samkit {precision}" in skip:
+            continue
         model = samkit.load(weights, precision=precision)
         found[f"samkit {precision}"] = samkit.SamPredictor(model)
         amg[f"samkit {precision}"] = generator(model, image)
@@ -99,17 +129,23 @@ def runners(args: argparse.Namespace, image: np.ndarray, folder: Path) -> dict[s
     name = f"samkit auto ({model.precision}, {predictor.backend} encoder)"
     found[name] = predictor
     amg[name] = generator(model, image, backend="auto")
+    if args.amg_only:  # the ONNX predictors have no AMG, and their sessions hold GBs
+        return {"predictors": found, "amg": amg}
     encoder = export_encoder(ours, folder / "encoder.onnx")
     decoder = export_decoder(ours, folder / "decoder.onnx")
     int8 = [quantize_dynamic_int8(g, folder / f"{g.stem}.int8.onnx") for g in (encoder, decoder)]
     threads = torch.get_num_threads()
-    found["onnxruntime fp32"] = OnnxPredictor(encoder, decoder, threads=threads)
-    found["onnxruntime int8"] = OnnxPredictor(*int8, threads=threads)
     ov = {"runtime": "openvino", "threads": threads}
-    found["openvino fp32"] = OnnxPredictor(encoder, decoder, precision="fp32", **ov)
-    if devices.cpu_supports_bf16():
-        found["openvino bf16"] = OnnxPredictor(encoder, decoder, precision="bf16", **ov)
-    found["openvino int8"] = OnnxPredictor(*int8, precision="fp32", **ov)
+    sessions: dict[str, Callable[[], Any]] = {
+        "onnxruntime fp32": lambda: OnnxPredictor(encoder, decoder, threads=threads),
+        "onnxruntime int8": lambda: OnnxPredictor(*int8, threads=threads),
+        "openvino fp32": lambda: OnnxPredictor(encoder, decoder, precision="fp32", **ov),
+        "openvino bf16": lambda: OnnxPredictor(encoder, decoder, precision="bf16", **ov),
+        "openvino int8": lambda: OnnxPredictor(*int8, precision="fp32", **ov),
+    }
+    if not devices.cpu_supports_bf16():
+        skip.add("openvino bf16")
+    found.update({name: make() for name, make in sessions.items() if name not in skip})
     return {"predictors": found, "amg": amg}
 
 
@@ -147,9 +183,32 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="longest image side")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--points", type=int, default=8, help="single points for accuracy")
-    parser.add_argument("--no-amg", action="store_true", help="skip the AMG part")
+    amg = parser.add_mutually_exclusive_group()
+    amg.add_argument("--no-amg", action="store_true", help="skip the AMG part")
+    amg.add_argument(
+        "--amg-only",
+        action="store_true",
+        help="only the AMG part, with the torch runners (vit_b with every runner and AMG in "
+        "one process peaked above 22 GB)",
+    )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--skip",
+        type=lambda text: [name.strip() for name in text.split(",")],
+        default=[],
+        metavar="NAMES",
+        help='runners to leave out, comma-separated, as the table names them ("samkit int8, '
+        'onnxruntime int8"); each ONNX session holds GBs for vit_b',
+    )
+    parser.add_argument(
+        "--emulate-avx2",
+        action="store_true",
+        help="cap every runtime at AVX2 (torch, oneDNN, MKL, OpenVINO) and hide the CPU's "
+        "AVX-512/AMX flags from samkit: an AVX2-only CPU's instructions, not its timings",
+    )
     args = parser.parse_args()
+    if args.emulate_avx2:
+        emulate_avx2()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     image = photo(args.image, args.size)
@@ -160,7 +219,7 @@ def main() -> None:
         built = runners(args, image, Path(tmp))
         predictors = built["predictors"]
         report: dict[str, Any] = {
-            "cpu": cpu(),
+            "cpu": cpu() + (" (capped at AVX2)" if args.emulate_avx2 else ""),
             "model": args.model,
             "image": [args.image, *image.shape[:2]],
             "threads": args.threads,
@@ -173,10 +232,12 @@ def main() -> None:
         def predict(p: Any) -> Callable[[], Any]:
             return lambda: p.predict(point_coords=point, point_labels=np.array([1]))
 
-        parts = {"set_image": {n: set_image(p) for n, p in predictors.items()}}
-        for p in predictors.values():
-            p.set_image(image)
-        parts["predict"] = {n: predict(p) for n, p in predictors.items()}
+        parts: dict[str, dict[str, Callable[[], Any]]] = {}
+        if not args.amg_only:
+            parts["set_image"] = {n: set_image(p) for n, p in predictors.items()}
+            for p in predictors.values():
+                p.set_image(image)
+            parts["predict"] = {n: predict(p) for n, p in predictors.items()}
         if not args.no_amg:
             parts["amg"] = built["amg"]
         peer = "official" if "official" in predictors else "samkit fp32"
