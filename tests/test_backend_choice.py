@@ -55,6 +55,21 @@ def test_a_measured_choice_is_the_fastest_and_remembered(cache_home: Path) -> No
     assert "onnxruntime" not in bf16["seconds"]
 
 
+def test_info_lists_the_measured_choices(
+    cache_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from samkit import cli
+
+    assert cli.main(["info"]) == 0
+    assert "backend auto measured 0 model(s)" in capsys.readouterr().out
+    choose_backend(load("samkit_default", precision="fp32"), "fp32", min_seconds=10)
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    (key,) = read_choices(cache_home / FILE)
+    assert "backend auto measured 1 model(s)" in out
+    assert f"weights {key[:12]} fp32" in out and ": torch (torch " in out
+
+
 def test_a_damaged_record_is_measured_again(cache_home: Path) -> None:
     cache_home.mkdir(parents=True)
     (cache_home / FILE).write_text("{not json")

@@ -39,6 +39,7 @@ def _info(args: argparse.Namespace) -> int:
         f"torch {torch.__version__} ({build})",
         f"cpu: {platform.machine()}, native bf16 (AVX-512 BF16 or AMX): {'yes' if bf16 else 'no'}",
         _int8_line(),
+        *_backend_lines(),
         "devices (--device):",
     ]
     for name in devices.available_devices():
@@ -56,6 +57,27 @@ def _info(args: argparse.Namespace) -> int:
         lines.append(f"bundled model: {name} ({bundled_path(name)})")
     print("\n".join(lines))
     return 0
+
+
+def _backend_lines() -> list[str]:
+    """The encoder runtimes installed besides torch, and what backend "auto" measured here."""
+    from ..backend_choice import FILE, candidates, read_choices
+    from ..weights_cache import cache_dir
+
+    runtimes = candidates("fp32")
+    path = cache_dir() / FILE
+    records = read_choices(path)
+    lines = [
+        f"encoder runtimes besides torch: {', '.join(runtimes) if runtimes else 'none'}; "
+        f"backend auto measured {len(records)} model(s) ({path})"
+    ]
+    for key, record in sorted(records.items()):
+        digest, precision, threads, *_ = key.split("|")
+        times = ", ".join(f"{name} {s:.3g} s" for name, s in record.get("seconds", {}).items())
+        lines.append(
+            f"  weights {digest[:12]} {precision}, {threads}: {record.get('backend')} ({times})"
+        )
+    return lines
 
 
 def _int8_line() -> str:
