@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 MIN_SECONDS = 0.5  # a torch pass faster than this (the bundled model: ~0.05 s) stays in torch
 MARGIN = 1.1  # another runtime must be this much faster than torch to be chosen
 FILE = "backend_choice.json"
+SEP = "|"  # between a decision key's fields: weights digest, precision, then `_machine()`'s
 
 
 def choose_backend(
@@ -52,7 +53,7 @@ def choose_backend(
     from .embedding_cache import model_digest
     from .weights_cache import cache_dir
 
-    key = "|".join((model_digest(model.image_encoder)[:32], precision, _machine()))
+    key = SEP.join((model_digest(model.image_encoder)[:32], precision, _machine()))
     path = cache_dir() / FILE
     records = read_choices(path)
     known = records.get(key, {}).get("backend")
@@ -99,6 +100,19 @@ def read_choices(path: Path) -> dict[str, dict[str, Any]]:
     return records if isinstance(records, dict) else {}
 
 
+def describe_choices(path: Path) -> list[str]:
+    """One line per decision kept in `path`: its weights, precision and threads, the backend
+    chosen and the times measured (for `samkit info`)."""
+    lines = []
+    for key, record in sorted(read_choices(path).items()):
+        digest, precision, threads, *_ = key.split(SEP)
+        times = ", ".join(f"{name} {s:.3g} s" for name, s in record.get("seconds", {}).items())
+        lines.append(
+            f"weights {digest[:12]} {precision}, {threads}: {record.get('backend')} ({times})"
+        )
+    return lines
+
+
 def _machine() -> str:
     """What a decision depends on besides the model: threads, CPU and runtime versions."""
     versions = [f"torch {torch.__version__}"]
@@ -107,7 +121,7 @@ def _machine() -> str:
             versions.append(f"{name} {importlib.metadata.version(name)}")
     threads = f"{torch.get_num_threads()} threads"
     bf16 = "native bf16" if devices.cpu_supports_bf16() else "no native bf16"
-    return "|".join([threads, devices.cpu_name(), bf16, *versions])
+    return SEP.join([threads, devices.cpu_name(), bf16, *versions])
 
 
 def _torch_encoder(model: Sam, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:

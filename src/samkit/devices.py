@@ -92,33 +92,41 @@ def _devices_here() -> str:
     return f"devices here: {', '.join(available_devices())}"
 
 
+def _cpuinfo_value(text: str, keys: tuple[str, ...]) -> str | None:
+    """The value of the first line of /proc/cpuinfo's `text` whose field is one of `keys`."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    """The text of /proc/cpuinfo; "" where there is none (macOS, Windows)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.read_text() if cpuinfo.is_file() else ""
+
+
 def _cpuinfo_flags(text: str) -> set[str] | None:
     """The CPU feature flags in the text of /proc/cpuinfo (x86 "flags" or ARM "Features"
     lines); None when the text has none."""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return None
+    value = _cpuinfo_value(text, ("flags", "Features"))
+    return None if value is None else set(value.split())
 
 
 @functools.cache
 def cpu_flags() -> frozenset[str] | None:
     """This CPU's feature flags from /proc/cpuinfo; None where there is none (macOS, Windows)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = _cpuinfo_flags(cpuinfo.read_text()) if cpuinfo.is_file() else None
+    flags = _cpuinfo_flags(_cpuinfo())
     return None if flags is None else frozenset(flags)
 
 
 @functools.cache
 def cpu_name() -> str:
     """This CPU's model name from /proc/cpuinfo, else what the platform module says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            return value.strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+    name = _cpuinfo_value(_cpuinfo(), ("model name",))
+    return name or platform.processor() or platform.machine() or "unknown CPU"
 
 
 @functools.cache

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.folders import SampleSource
 from ..devices import MODEL_PRECISIONS
+from ..encoder_backends import CHOICES
 
 if TYPE_CHECKING:
     from ..modeling import Sam
@@ -171,7 +172,7 @@ def add_backend_argument(p: argparse.ArgumentParser) -> None:
     """--backend: what runs the image encoder (`SamPredictor`'s backend)."""
     p.add_argument(
         "--backend",
-        choices=["auto", "torch", "openvino", "onnxruntime"],
+        choices=CHOICES,
         default="auto",
         help="what runs the image encoder: torch, or OpenVINO / onnxruntime on the CPU (the "
         "encoder exported to ONNX once, into samkit's cache); default auto: the fastest for "

@@ -61,23 +61,17 @@ def _info(args: argparse.Namespace) -> int:
 
 def _backend_lines() -> list[str]:
     """The encoder runtimes installed besides torch, and what backend "auto" measured here."""
-    from ..backend_choice import FILE, candidates, read_choices
+    from ..backend_choice import FILE, candidates, describe_choices
     from ..weights_cache import cache_dir
 
     runtimes = candidates("fp32")
     path = cache_dir() / FILE
-    records = read_choices(path)
-    lines = [
+    decisions = describe_choices(path)
+    return [
         f"encoder runtimes besides torch: {', '.join(runtimes) if runtimes else 'none'}; "
-        f"backend auto measured {len(records)} model(s) ({path})"
+        f"backend auto measured {len(decisions)} model(s) ({path})",
+        *(f"  {line}" for line in decisions),
     ]
-    for key, record in sorted(records.items()):
-        digest, precision, threads, *_ = key.split("|")
-        times = ", ".join(f"{name} {s:.3g} s" for name, s in record.get("seconds", {}).items())
-        lines.append(
-            f"  weights {digest[:12]} {precision}, {threads}: {record.get('backend')} ({times})"
-        )
-    return lines
 
 
 def _int8_line() -> str:
