@@ -14,23 +14,41 @@ falls back to the plain path otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from .transformer import Attention, ImageKeys, TwoWayAttentionBlock, TwoWayTransformer
+from .transformer import (
+    Attention,
+    ImageKeys,
+    TwoWayAttentionBlock,
+    TwoWayTransformer,
+    key_heads,
+    value_heads,
+)
+
+
+@dataclass
+class _Step:
+    """What one block adds to a projection: y -> rstd * (y + a_ext @ [m @ gw; tail]) + shift,
+    where everything but the prompt's token values m depends on the weights alone."""
+
+    gw: torch.Tensor  # (C, N): the weight the block's token values meet
+    tail: torch.Tensor  # (2, N): against a_ext's columns of ones and of -mean
+    shift: torch.Tensor  # (N,), or (1, HW, N) with the projection's constant on its last step
 
 
 @dataclass
 class Projection:
     """`keys_level @ weight + const` for a prompt, from per-image parts."""
 
-    level: int  # reads the image tokens after this many blocks
-    weight: torch.Tensor  # (C, N)
-    pre: torch.Tensor  # (1, HW, N): image tokens @ (gains of blocks 1..level * weight)
-    const: torch.Tensor  # (1, HW, N) or (N,): positional encoding @ weight + bias
+    # image tokens @ (gains of blocks 1..level * weight): (1, HW, N), or per head as
+    # `key_heads` / `value_heads` lay it out for attention (so is a per-pixel last shift)
+    pre: torch.Tensor
+    steps: list[_Step]  # one per block up to the level
 
 
 @dataclass
@@ -41,41 +59,139 @@ class _Level:
     # of ones and one of -mean, so that one batched matmul adds every low-rank and per-row term
     a_ext: torch.Tensor
     m: torch.Tensor  # (B, R, C) token values through the output projection
-    bias: torch.Tensor  # (C,) the output projection's bias
     rstd: torch.Tensor  # (B, HW, 1) 1 / std of previous + a @ m + bias
-    norm: nn.LayerNorm
 
 
 def make_projection(
     image: torch.Tensor,
-    gains: Sequence[torch.Tensor],
+    blocks: Sequence[TwoWayAttentionBlock],
     linear_weight: torch.Tensor,
     const: torch.Tensor,
+    layout: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Projection:
-    """A projection of the image tokens after len(gains) blocks; gains are those blocks'
-    LayerNorm weights, linear_weight is (C, N)."""
-    scaled = linear_weight
-    for g in gains:
-        scaled = g[:, None] * scaled
-    return Projection(len(gains), linear_weight, image @ scaled, const)
+    """A projection (C, N) `linear_weight` of the image tokens after `blocks`, whose
+    weight-only factors are computed here, once per image, rather than for every prompt;
+    `layout` rearranges its (1, HW, N) per-image tensors for the one who reads them."""
+    arrange = layout or (lambda x: x)
+    level = len(blocks)
+    chain = [linear_weight]  # chain[k]: the weight that the tokens after block level-k meet
+    for blk in reversed(blocks):
+        chain.append(blk.norm4.weight[:, None] * chain[-1])
+    steps = []
+    for i, blk in enumerate(blocks, start=1):
+        w, gw = chain[level - i], chain[level - i + 1]  # gw = gains_i * w
+        bias = blk.cross_attn_image_to_token.out_proj.bias
+        shift = blk.norm4.bias @ w
+        tail = torch.stack([bias @ gw, blk.norm4.weight @ w])
+        if i == level:
+            shift = shift + const
+        steps.append(_Step(gw, tail, arrange(shift) if shift.dim() == 3 else shift))
+    pre = image @ chain[level]
+    return Projection(arrange(pre if steps else pre + const), steps)
 
 
 def project(levels: list[_Level], p: Projection) -> torch.Tensor:
-    """(B, HW, N) = keys_{p.level} @ p.weight + p.const for every prompt."""
-    chain = [p.weight]  # chain[k]: the weight that the tokens after block level-k meet
-    for lv in reversed(levels[: p.level]):
-        chain.append(lv.norm.weight[:, None] * chain[-1])
-    y = p.pre  # the image tokens @ chain[level]
-    for i, lv in enumerate(levels[: p.level], start=1):
-        w, gw = chain[p.level - i], chain[p.level - i + 1]  # gw = gains_i * w
+    """(B, HW, N) = keys_level @ weight + const for every prompt. Without autograd: after
+    the first step every update is in place."""
+    y = p.pre
+    for i, (lv, step) in enumerate(zip(levels[: len(p.steps)], p.steps, strict=True)):
         b = lv.m.shape[0]
-        rows = torch.cat(
-            [lv.m @ gw, (lv.bias @ gw).expand(b, 1, -1), (lv.norm.weight @ w).expand(b, 1, -1)], 1
-        )  # against a_ext's columns: a, 1, -mean
-        inner = torch.baddbmm(y, lv.a_ext, rows)  # y + a @ m @ gw + bias @ gw - mean * (g @ w)
-        shift = lv.norm.bias @ w
-        y = torch.addcmul(shift + p.const if i == p.level else shift, lv.rstd, inner)
-    return y  # the last step's y is keys_level @ weight + const
+        rows = torch.cat([lv.m @ step.gw, step.tail.expand(b, -1, -1)], 1)
+        # y + a @ m @ gw + bias @ gw - mean * (g @ w): the cached `pre` is copied, once
+        y = torch.baddbmm(y, lv.a_ext, rows) if i == 0 else y.baddbmm_(lv.a_ext, rows)
+        y = torch.addcmul(step.shift, lv.rstd, y, out=y)
+    return y
+
+
+def _rows(lv: _Level, step: _Step) -> torch.Tensor:
+    """(B, R + 2, N): what a block adds to a projection, against its a_ext's columns."""
+    return torch.cat([lv.m @ step.gw, step.tail.expand(lv.m.shape[0], -1, -1)], 1)
+
+
+def scores_projected(levels: list[_Level], p: Projection, qh: torch.Tensor) -> torch.Tensor:
+    """(B, nh, n, HW): per head, queries qh (B, nh, n, hd) against the heads of the
+    projection (B, HW, nh * hd), through (nh * n, HW)-sized tensors only: every term of the
+    projection is linear in its columns, so the queries go into each term instead."""
+    b, nh, n, _ = qh.shape
+    qbd = _block_diagonal(qh)  # (B, nh * hd, nh * n)
+    y = _per_head(qh, p.pre).reshape(b, nh * n, -1)
+    for lv, step in zip(levels[: len(p.steps)], p.steps, strict=True):
+        y.baddbmm_((_rows(lv, step) @ qbd).transpose(1, 2), lv.a_ext.transpose(1, 2))
+        if step.shift.dim() == 3:  # a per-pixel shift
+            shift = _per_head(qh, step.shift).reshape(b, nh * n, -1)
+        else:
+            shift = (qbd.transpose(1, 2) @ step.shift)[..., None]
+        y = torch.addcmul(shift, lv.rstd.transpose(1, 2), y, out=y)
+    return y.view(b, nh, n, -1)
+
+
+def values_projected(levels: list[_Level], p: Projection, weights: torch.Tensor) -> torch.Tensor:
+    """(B, nh, n, hd): per head, attention weights (B, nh, n, HW) times the heads of the
+    projection (B, HW, nh * hd), through (nh * n, HW)-sized tensors only; the last block's
+    terms come first, each earlier block's weighted by the later blocks' 1/std."""
+    b, nh, n, _ = weights.shape
+    w = weights.reshape(b, nh * n, -1)
+    small = None  # (B, nh * n, nh * hd): every head's terms against every head's channels
+    for lv, step in reversed(list(zip(levels[: len(p.steps)], p.steps, strict=True))):
+        term = w.sum(-1, keepdim=True) * step.shift  # values have no positional encoding
+        small = term if small is None else small + term
+        w = w * lv.rstd.transpose(1, 2)
+        small.baddbmm_(w @ lv.a_ext, _rows(lv, step))
+    out = _per_head_values(w.view(b, nh, n, -1), p.pre)
+    if small is None:
+        return out
+    hd = out.shape[-1]
+    own = small.view(b, nh, n, nh, hd).diagonal(dim1=1, dim2=3)  # (B, n, hd, nh)
+    return out + own.permute(0, 3, 1, 2)
+
+
+def _per_head(qh: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """(B, nh, n, HW): queries qh (B, nh, n, hd) against `key_heads` (nh, hd, HW), one
+    matmul per head for all prompts."""
+    b, nh, n, hd = qh.shape
+    out = qh.transpose(0, 1).reshape(nh, b * n, hd) @ keys
+    return out.view(nh, b, n, -1).transpose(0, 1)
+
+
+def _per_head_values(w: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(B, nh, n, hd): weights w (B, nh, n, HW) times `value_heads` (nh, HW, hd)."""
+    b, nh, n, _ = w.shape
+    out = w.transpose(0, 1).reshape(nh, b * n, -1) @ values
+    return out.view(nh, b, n, -1).transpose(0, 1)
+
+
+def attend_projected(
+    attn: Attention, q: torch.Tensor, levels: list[_Level], pk: Projection, pv: Projection
+) -> torch.Tensor:
+    """`attn(q, k, v)` for query tokens q (B, n, C) whose keys and values are projections of
+    the image tokens: the scores need the keys only through the tokens' queries and the
+    output needs the values only through the attention weights, so neither (B, HW, C/2)
+    projection is made."""
+    qh = attn.split_heads(attn.q_proj(q))  # (B, nh, n, hd)
+    b, nh, n, hd = qh.shape
+    weights = torch.softmax(scores_projected(levels, pk, qh * hd**-0.5), dim=-1)
+    out = values_projected(levels, pv, weights)  # (B, nh, n, hd)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, n, nh * hd))
+
+
+def attend_heads(
+    attn: Attention, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """`attn(q, k, v)` for query tokens q (B, n, C) against one image's projected keys and
+    values laid out per head (`key_heads`, `value_heads`), shared by every prompt."""
+    qh = attn.split_heads(attn.q_proj(q))  # (B, nh, n, hd)
+    b, nh, n, hd = qh.shape
+    weights = torch.softmax(_per_head(qh * hd**-0.5, keys), dim=-1)
+    out = _per_head_values(weights, values)  # (B, nh, n, hd)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, n, nh * hd))
+
+
+def _block_diagonal(x: torch.Tensor) -> torch.Tensor:
+    """(B, nh * hd, nh * n) from per-head (B, nh, n, hd): head h's (hd, n) block on the
+    diagonal, zeros elsewhere."""
+    b, nh, n, hd = x.shape
+    eye = torch.eye(nh, dtype=x.dtype, device=x.device)
+    return torch.einsum("bhtd,hg->bhdgt", x, eye).reshape(b, nh * hd, nh * n)
 
 
 def select(levels: list[_Level], index: torch.Tensor) -> list[_Level]:
@@ -84,16 +200,23 @@ def select(levels: list[_Level], index: torch.Tensor) -> list[_Level]:
 
 
 def _image_to_token(
-    attn: Attention, q_img: torch.Tensor, tokens_q: torch.Tensor, tokens: torch.Tensor
+    attn: Attention,
+    q_img: torch.Tensor | tuple[list[_Level], Projection],
+    tokens_q: torch.Tensor,
+    tokens: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image->token attention as (a, m): output = a @ m + out_proj.bias."""
+    """Image->token attention as (a, m): output = a @ m + out_proj.bias. q_img: the image
+    queries as `key_heads` (nh, hd, HW), or the levels and projection that make them."""
     k = attn.split_heads(attn.k_proj(tokens_q))  # (B, nh, N, hd)
     v = attn.split_heads(attn.v_proj(tokens))
     b, nh, n, hd = k.shape
+    if isinstance(q_img, tuple):  # the factored queries
+        scores = scores_projected(*q_img, k * hd**-0.5)
+    else:
+        scores = _per_head(k * hd**-0.5, q_img)  # (B, nh, N, HW)
     # Tokens-by-pixels scores, normalised along the tokens axis: softmax over a last axis of
     # only N (~7) entries is many times slower on a CPU than over a middle one.
-    scores = (k * hd**-0.5) @ q_img.transpose(-1, -2)  # (B, nh, N, HW)
-    a = torch.softmax(scores, dim=-2).reshape(b, nh * n, -1).transpose(1, 2)  # (B, HW, R) view
+    a = torch.softmax(scores, dim=-2).reshape(b, nh * n, -1).transpose(1, 2)  # (B, HW, R)
     out_w = attn.out_proj.weight.t().reshape(nh, hd, -1)  # (nh, hd, C)
     m = (v @ out_w).reshape(b, nh * n, -1)
     return a, m
@@ -103,32 +226,28 @@ def _blocks(transformer: TwoWayTransformer) -> list[TwoWayAttentionBlock]:
     return list(transformer.layers)  # type: ignore[arg-type]
 
 
-def block_gains(transformer: TwoWayTransformer) -> list[torch.Tensor]:
-    """The LayerNorm weights that end each block's image side."""
-    return [blk.norm4.weight for blk in _blocks(transformer)]
-
-
 def prepare_projections(
     transformer: TwoWayTransformer, keys: torch.Tensor, key_pe: torch.Tensor
 ) -> dict[str, Projection]:
     """The per-image parts of every image-side projection after the first block."""
     blocks = _blocks(transformer)
-    gains = block_gains(transformer)
     out: dict[str, Projection] = {}
 
-    def add(name: str, level: int, linear: nn.Linear, with_pe: bool) -> None:
+    def add(name: str, level: int, attn: Attention, linear: nn.Linear, role: str) -> None:
         w = linear.weight.t()
-        const = key_pe @ w + linear.bias if with_pe else linear.bias
-        out[name] = make_projection(keys, gains[:level], w, const)
+        const = key_pe @ w + linear.bias if role == "keys" else linear.bias
+        heads = key_heads if role == "keys" else value_heads
+        layout = functools.partial(heads, heads=attn.num_heads)
+        out[name] = make_projection(keys, blocks[:level], w, const, layout)
 
     for j in range(1, len(blocks)):
         t2i, i2t = blocks[j].cross_attn_token_to_image, blocks[j].cross_attn_image_to_token
-        add(f"{j}.t2i_k", j, t2i.k_proj, True)
-        add(f"{j}.t2i_v", j, t2i.v_proj, False)
-        add(f"{j}.i2t_q", j, i2t.q_proj, True)
+        add(f"{j}.t2i_k", j, t2i, t2i.k_proj, "keys")
+        add(f"{j}.t2i_v", j, t2i, t2i.v_proj, "values")
+        add(f"{j}.i2t_q", j, i2t, i2t.q_proj, "keys")  # queries of the image, keyed by tokens
     final = transformer.final_attn_token_to_image
-    add("final_k", len(blocks), final.k_proj, True)
-    add("final_v", len(blocks), final.v_proj, False)
+    add("final_k", len(blocks), final, final.k_proj, "keys")
+    add("final_v", len(blocks), final, final.v_proj, "values")
     return out
 
 
@@ -147,23 +266,30 @@ def factored_transformer(
         t2i, i2t = blk.cross_attn_token_to_image, blk.cross_attn_image_to_token
         q = queries + qpe
         if j == 0:
-            attn_out = t2i.attend_shared(q, prepared.k, prepared.v)
+            attn_out = attend_heads(t2i, q, prepared.k, prepared.v)
         else:
-            k = t2i.split_heads(project(levels, proj[f"{j}.t2i_k"]))
-            v = t2i.split_heads(project(levels, proj[f"{j}.t2i_v"]))
-            attn_out = t2i.attend(t2i.split_heads(t2i.q_proj(q)), k, v)
+            attn_out = attend_projected(t2i, q, levels, proj[f"{j}.t2i_k"], proj[f"{j}.t2i_v"])
         queries = blk.update_tokens(queries, attn_out)
-        q_img = prepared.q if j == 0 else i2t.split_heads(project(levels, proj[f"{j}.i2t_q"]))
+        q_img = prepared.q if j == 0 else (levels, proj[f"{j}.i2t_q"])
         a, m = _image_to_token(i2t, q_img, queries + qpe, queries)
-        x = torch.baddbmm(keys + i2t.out_proj.bias, a, m)
+        b, hw, r = a.shape
+        a_ext = torch.empty(b, hw, r + 2, dtype=a.dtype, device=a.device)
+        a_ext[..., :r] = a
+        a_ext[..., r] = 1.0
+        # keys + a @ m + out_proj.bias, the bias through a_ext's column of ones
+        m_bias = torch.cat([m, i2t.out_proj.bias.expand(b, 1, -1)], 1)
+        if j == 0:  # the prepared keys stay as they are
+            x = torch.baddbmm(keys, a_ext[..., : r + 1], m_bias)
+        else:
+            x = keys.baddbmm_(a_ext[..., : r + 1], m_bias)  # the previous block's fresh output
         norm = blk.norm4
+        # (the last block's normalised tokens are only used through `project`, but LayerNorm
+        # was ~9x faster than var_mean at giving their statistics)
         keys, mean, rstd = torch.native_layer_norm(
             x, norm.normalized_shape, norm.weight, norm.bias, norm.eps
         )
-        a_ext = torch.cat([a, torch.ones_like(mean), -mean], dim=-1)
-        levels.append(_Level(a_ext, m, i2t.out_proj.bias, rstd, norm))
+        a_ext[..., r + 1 :] = -mean
+        levels.append(_Level(a_ext, m, rstd))
     final = transformer.final_attn_token_to_image
-    k = final.split_heads(project(levels, proj["final_k"]))
-    v = final.split_heads(project(levels, proj["final_v"]))
-    attn_out = final.attend(final.split_heads(final.q_proj(queries + qpe)), k, v)
+    attn_out = attend_projected(final, queries + qpe, levels, proj["final_k"], proj["final_v"])
     return transformer.norm_final_attn(queries + attn_out), levels

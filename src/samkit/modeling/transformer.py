@@ -22,11 +22,21 @@ class ImageKeys:
 
     keys: torch.Tensor  # (1, HW, C) image tokens (embedding + dense prompt embedding)
     key_pe: torch.Tensor  # (1, HW, C) their positional encoding
-    k: torch.Tensor  # (1, nh, HW, hd) token->image keys: k_proj(keys + key_pe)
-    v: torch.Tensor  # (1, nh, HW, hd) token->image values: v_proj(keys)
-    q: torch.Tensor  # (1, nh, HW, hd) image->token queries: q_proj(keys + key_pe)
+    k: torch.Tensor  # (nh, hd, HW) token->image keys k_proj(keys + key_pe), per head
+    v: torch.Tensor  # (nh, HW, hd) token->image values v_proj(keys), per head
+    q: torch.Tensor  # (nh, hd, HW) image->token queries q_proj(keys + key_pe), per head
     # per-image parts of the later image-side projections (`factored.prepare_projections`)
     projections: dict[str, Projection] = field(default_factory=dict)
+
+
+def key_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(heads, hd, HW) from (1, HW, heads * hd): what queries of every head multiply fastest."""
+    return x.reshape(x.shape[1], heads, -1).permute(1, 2, 0).contiguous()
+
+
+def value_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(heads, HW, hd) from (1, HW, heads * hd): what attention weights multiply fastest."""
+    return x.reshape(x.shape[1], heads, -1).transpose(0, 1).contiguous()
 
 
 class TwoWayTransformer(nn.Module):
@@ -78,9 +88,9 @@ class TwoWayTransformer(nn.Module):
         return ImageKeys(
             keys=keys,
             key_pe=key_pe,
-            k=t2i.split_heads(t2i.k_proj(k)),
-            v=t2i.split_heads(t2i.v_proj(keys)),
-            q=i2t.split_heads(i2t.q_proj(k)),
+            k=key_heads(t2i.k_proj(k), t2i.num_heads),
+            v=value_heads(t2i.v_proj(keys), t2i.num_heads),
+            q=key_heads(i2t.q_proj(k), i2t.num_heads),
         )
 
     def forward(
@@ -198,12 +208,3 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)  # (B, nh, Nq, hd)
         b, nh, n, hd = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, nh * hd))
-
-    def attend_shared(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Queries q (B, N, C) of B prompts against keys/values (1, nh, M, hd) of one image:
-        the B prompts' queries go in one row block (attention is per query row), so the
-        shared keys and values are neither copied nor projected again."""
-        b, n, _ = q.shape
-        q_heads = self.split_heads(self.q_proj(q).reshape(1, b * n, -1))  # (1, nh, B*N, hd)
-        out = F.scaled_dot_product_attention(q_heads, k, v)  # (1, nh, B*N, hd)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
