@@ -8,6 +8,11 @@ block i, `keys_i @ W`, is a per-row scaling of `image @ W'` (W' = W times the La
 computed once per image) plus low-rank terms per prompt. For ViT-B this cuts the decoder's
 per-prompt work from ~2.7 to ~1.1 GFLOP; the algebra is exact, only float rounding differs.
 
+The tokens' attention to the image needs its keys only through the tokens' queries and its
+values only through the attention weights, so those projections are never made: every term
+of one meets the queries (or weights) first, and only (heads*tokens x HW) tensors are formed
+(`scores_projected`, `values_projected`). Only the upscaling's input is projected in full.
+
 Used when every prompt shares the image's dense embedding (no mask prompt); `MaskDecoder`
 falls back to the plain path otherwise.
 """
