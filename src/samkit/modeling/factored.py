@@ -100,8 +100,7 @@ def project(levels: list[_Level], p: Projection) -> torch.Tensor:
     the first step every update is in place."""
     y = p.pre
     for i, (lv, step) in enumerate(zip(levels[: len(p.steps)], p.steps, strict=True)):
-        b = lv.m.shape[0]
-        rows = torch.cat([lv.m @ step.gw, step.tail.expand(b, -1, -1)], 1)
+        rows = _rows(lv, step)
         # y + a @ m @ gw + bias @ gw - mean * (g @ w): the cached `pre` is copied, once
         y = torch.baddbmm(y, lv.a_ext, rows) if i == 0 else y.baddbmm_(lv.a_ext, rows)
         y = torch.addcmul(step.shift, lv.rstd, y, out=y)
@@ -171,23 +170,12 @@ def attend_projected(
     """`attn(q, k, v)` for query tokens q (B, n, C) whose keys and values are projections of
     the image tokens: the scores need the keys only through the tokens' queries and the
     output needs the values only through the attention weights, so neither (B, HW, C/2)
-    projection is made."""
+    projection is made. (Projections without steps are one image's keys and values, shared
+    by every prompt, as the first block's.)"""
     qh = attn.split_heads(attn.q_proj(q))  # (B, nh, n, hd)
     b, nh, n, hd = qh.shape
     weights = torch.softmax(scores_projected(levels, pk, qh * hd**-0.5), dim=-1)
     out = values_projected(levels, pv, weights)  # (B, nh, n, hd)
-    return attn.out_proj(out.transpose(1, 2).reshape(b, n, nh * hd))
-
-
-def attend_heads(
-    attn: Attention, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
-) -> torch.Tensor:
-    """`attn(q, k, v)` for query tokens q (B, n, C) against one image's projected keys and
-    values laid out per head (`key_heads`, `value_heads`), shared by every prompt."""
-    qh = attn.split_heads(attn.q_proj(q))  # (B, nh, n, hd)
-    b, nh, n, hd = qh.shape
-    weights = torch.softmax(_per_head(qh * hd**-0.5, keys), dim=-1)
-    out = _per_head_values(weights, values)  # (B, nh, n, hd)
     return attn.out_proj(out.transpose(1, 2).reshape(b, n, nh * hd))
 
 
@@ -271,7 +259,8 @@ def factored_transformer(
         t2i, i2t = blk.cross_attn_token_to_image, blk.cross_attn_image_to_token
         q = queries + qpe
         if j == 0:
-            attn_out = attend_heads(t2i, q, prepared.k, prepared.v)
+            shared_k, shared_v = Projection(prepared.k, []), Projection(prepared.v, [])
+            attn_out = attend_projected(t2i, q, [], shared_k, shared_v)
         else:
             attn_out = attend_projected(t2i, q, levels, proj[f"{j}.t2i_k"], proj[f"{j}.t2i_v"])
         queries = blk.update_tokens(queries, attn_out)
