@@ -277,8 +277,8 @@ def factored_transformer(
         else:
             x = keys.baddbmm_(a_ext[..., : r + 1], m_bias)  # the previous block's fresh output
         norm = blk.norm4
-        # (the last block's normalised tokens are only used through `project`, but LayerNorm
-        # was ~9x faster than var_mean at giving their statistics)
+        # (the last block needs only the statistics, not the normalised tokens, but LayerNorm
+        # gave them ~9x faster than var_mean)
         keys, mean, rstd = torch.native_layer_norm(
             x, norm.normalized_shape, norm.weight, norm.bias, norm.eps
         )
