@@ -117,8 +117,10 @@ def scores_projected(levels: list[_Level], p: Projection, qh: torch.Tensor) -> t
     projection (B, HW, nh * hd), through (nh * n, HW)-sized tensors only: every term of the
     projection is linear in its columns, so the queries go into each term instead."""
     b, nh, n, _ = qh.shape
-    qbd = _block_diagonal(qh)  # (B, nh * hd, nh * n)
     y = _per_head(qh, p.pre).reshape(b, nh * n, -1)
+    if not p.steps:  # one image's own keys
+        return y.view(b, nh, n, -1)
+    qbd = _block_diagonal(qh)  # (B, nh * hd, nh * n)
     for lv, step in zip(levels[: len(p.steps)], p.steps, strict=True):
         y.baddbmm_((_rows(lv, step) @ qbd).transpose(1, 2), lv.a_ext.transpose(1, 2))
         if step.shift.dim() == 3:  # a per-pixel shift
@@ -215,7 +217,8 @@ def _image_to_token(
     return a, m
 
 
-def _blocks(transformer: TwoWayTransformer) -> list[TwoWayAttentionBlock]:
+def two_way_blocks(transformer: TwoWayTransformer) -> list[TwoWayAttentionBlock]:
+    """The transformer's blocks, typed (its ModuleList holds nothing else)."""
     return list(transformer.layers)  # type: ignore[arg-type]
 
 
@@ -223,7 +226,7 @@ def prepare_projections(
     transformer: TwoWayTransformer, keys: torch.Tensor, key_pe: torch.Tensor
 ) -> dict[str, Projection]:
     """The per-image parts of every image-side projection after the first block."""
-    blocks = _blocks(transformer)
+    blocks = two_way_blocks(transformer)
     out: dict[str, Projection] = {}
 
     def add(name: str, level: int, attn: Attention, linear: nn.Linear, role: str) -> None:
@@ -253,7 +256,7 @@ def factored_transformer(
     proj = prepared.projections
     keys = prepared.keys  # the explicit image tokens of the current level
     levels: list[_Level] = []
-    blocks = _blocks(transformer)
+    blocks = two_way_blocks(transformer)
     for j, blk in enumerate(blocks):
         queries = blk.self_attend(queries, qpe)
         t2i, i2t = blk.cross_attn_token_to_image, blk.cross_attn_image_to_token

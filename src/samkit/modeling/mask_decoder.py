@@ -15,6 +15,7 @@ from .factored import (
     prepare_projections,
     project,
     select,
+    two_way_blocks,
 )
 from .transformer import ImageKeys, TwoWayTransformer
 
@@ -134,8 +135,8 @@ class MaskDecoder(nn.Module):
         prepared = self.transformer.prepare(src, image_pe)
         projections = prepare_projections(self.transformer, prepared.keys, prepared.key_pe)
         weight, bias = _conv_as_matmul(self._upscaling_layers()[0])
-        blocks = list(self.transformer.layers)
-        projections["upscale"] = make_projection(prepared.keys, blocks, weight, bias)  # type: ignore[arg-type]
+        blocks = two_way_blocks(self.transformer)
+        projections["upscale"] = make_projection(prepared.keys, blocks, weight, bias)
         prepared.projections = projections
         return prepared
 

@@ -44,6 +44,16 @@ def candidate_phrases(scene: Scene | FittedSample, generator: torch.Generator) -
     return out
 
 
+def _draw_modes(
+    n: int, generator: torch.Generator, config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For n targets: whether each gets text (chance `text_prob`), and whether that text
+    comes without a point (chance `text_only_prob`)."""
+    use = torch.rand(n, generator=generator) < config.text_prob
+    alone = torch.rand(n, generator=generator) < config.text_only_prob
+    return use, alone
+
+
 def choose_text(
     scene: Scene | FittedSample,
     picked: Sequence[int],
@@ -55,8 +65,7 @@ def choose_text(
         return _crop_prompts(scene, picked, generator, config)
     phrases = candidate_phrases(scene, generator)
     n = len(picked)
-    use = torch.rand(n, generator=generator) < config.text_prob
-    alone = torch.rand(n, generator=generator) < config.text_only_prob
+    use, alone = _draw_modes(n, generator, config)
     which = torch.randint(1 << 30, (n,), generator=generator)
     texts, mode = [], torch.full((n,), NONE)
     for row, index in enumerate(picked):
@@ -101,12 +110,12 @@ def _crop_prompts(
     if not isinstance(encoder, ClipTextEncoder):
         raise ValueError(f"text_from_crops needs a CLIP encoder; {config.text_encoder!r} is not")
     n = len(picked)
-    use = torch.rand(n, generator=generator) < config.text_prob
-    alone = torch.rand(n, generator=generator) < config.text_only_prob
-    rows = [row for row, index in enumerate(picked) if use[row] and scene.masks[index].any()]
+    use, alone = _draw_modes(n, generator, config)
+    masks = scene.masks  # a Scene stacks its objects' masks anew on each access
+    rows = [row for row, index in enumerate(picked) if use[row] and masks[index].any()]
     vectors, mode = torch.zeros(n, encoder.dim), torch.full((n,), NONE)
     if rows:
-        crops = [object_crop(scene.image, scene.masks[picked[row]]) for row in rows]
+        crops = [object_crop(scene.image, masks[picked[row]]) for row in rows]
         vectors[rows] = encoder.encode_crops(crops)
         mode[rows] = torch.where(alone[rows], ALONE, WITH_POINT)
     return TextPrompts(vectors, mode)
