@@ -11,7 +11,6 @@ discs" when they form a group). Everything is a pure function of the scene and t
 
 from __future__ import annotations
 
-import colorsys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -72,23 +71,36 @@ class Phrase:
     kind: str  # one of KINDS
 
 
+# The basic colour names `colour_name` gives, in a fixed order (the index `colour_indices` gives).
+COLOUR_NAMES = tuple(COLOUR_WORDS)
+# Hue bands (degrees, upper limits) of the saturated, not too dark colours, after red (< 15).
+_HUE_BANDS = ((45, "orange"), (70, "yellow"), (165, "green"), (200, "cyan"), (255, "blue"))
+
+
+def colour_indices(rgb: np.ndarray) -> np.ndarray:
+    """Index into COLOUR_NAMES of each (..., 3) uint8 RGB colour: hue bands, with black, white
+    and grey for dark or unsaturated colours and brown for dark orange."""
+    x = rgb.astype(np.float64) / 255
+    v = x.max(-1)
+    chroma = v - x.min(-1)
+    s = np.where(v > 0, chroma / np.maximum(v, 1e-12), 0)
+    safe = np.maximum(chroma, 1e-12)
+    rc, gc, bc = ((v - x[..., i]) / safe for i in range(3))  # as colorsys.rgb_to_hsv computes
+    hue = np.where(v == x[..., 0], bc - gc, np.where(v == x[..., 1], 2 + rc - bc, 4 + gc - rc))
+    hue = 360 * ((hue / 6) % 1)
+    name = np.full(v.shape, COLOUR_NAMES.index("pink"))
+    for limit, colour in reversed((*_HUE_BANDS, (290, "purple"))):
+        name = np.where(hue < limit, COLOUR_NAMES.index(colour), name)
+    name = np.where((hue < 45) & (hue >= 15) & (v < 0.6), COLOUR_NAMES.index("brown"), name)
+    name = np.where((hue < 15) | (hue >= 335), COLOUR_NAMES.index("red"), name)
+    grey = np.where(v > 0.8, COLOUR_NAMES.index("white"), COLOUR_NAMES.index("grey"))
+    name = np.where(s < 0.2, grey, name)
+    return np.where(v < 0.25, COLOUR_NAMES.index("black"), name)
+
+
 def colour_name(rgb: Colour) -> str:
-    """The basic colour name of an RGB colour (hue bands, with black/white/grey for dark or
-    unsaturated colours and brown for dark orange)."""
-    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
-    hue = 360 * h
-    if v < 0.25:
-        return "black"
-    if s < 0.2:
-        return "white" if v > 0.8 else "grey"
-    if hue < 15 or hue >= 335:
-        return "red"
-    if hue < 45:
-        return "brown" if v < 0.6 else "orange"
-    for limit, name in ((70, "yellow"), (165, "green"), (200, "cyan"), (255, "blue")):
-        if hue < limit:
-            return name
-    return "purple" if hue < 290 else "pink"
+    """The basic colour name of an RGB colour (`colour_indices`)."""
+    return COLOUR_NAMES[int(colour_indices(np.array(rgb, dtype=np.uint8)))]
 
 
 def words(obj: SceneObject, image_area: int) -> Words:
