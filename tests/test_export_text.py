@@ -212,7 +212,10 @@ def test_text_input_needs_a_text_head(tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "decoder.onnx"
     assert main(["export-onnx", "--model", "samkit_tiny", "--text", "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "samkit: error: --text: samkit_tiny has no text head" in err
+    assert "samkit: error: --text: samkit_tiny has no text token" in err
+    assert "grounder" not in err
+    assert main(["export-onnx", "--model", "samkit_text", "--text", "--out", str(out)]) == 1
+    assert "text grounder picks among the decoder's masks" in capsys.readouterr().err
     assert not out.exists()
 
 

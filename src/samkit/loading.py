@@ -16,12 +16,18 @@ from .modeling import Sam
 SEEDED_VARIANTS = {"samkit_tiny": 0}
 # Variants whose trained weights ship inside the package (src/samkit/weights/).
 BUNDLED = {"samkit_default": "samkit_default.safetensors"}
+# Bundled models that are another bundled model plus a text grounder shipped on its own
+# (`samkit.text.grounding`): name -> (base model, the grounder's weights file).
+BUNDLED_GROUNDED = {"samkit_text": ("samkit_default", "samkit_text_grounder.safetensors")}
 # Metadata key in samkit-written safetensors naming the variant.
 VARIANT_KEY = "samkit_variant"
 # Metadata key naming the text encoder a text head was trained on (`samkit.text`).
 TEXT_ENCODER_KEY = "samkit_text_encoder"
 # State-dict entries of the optional text head: no official checkpoint has them.
 TEXT_HEAD_PREFIX = "prompt_encoder.text_projection."
+# State-dict entries of the optional text grounder (`Sam.text_grounder`).
+GROUNDER_PREFIX = "text_grounder."
+TEXT_PREFIXES = (TEXT_HEAD_PREFIX, GROUNDER_PREFIX)
 
 
 def load(
@@ -52,6 +58,12 @@ def load(
     target = torch.device(device or "cpu")
     precision = devices.resolve_precision(precision, target)
     key = os.fspath(name_or_path)
+    if key in BUNDLED_GROUNDED and not Path(key).is_file():
+        base, grounder = BUNDLED_GROUNDED[key]
+        model = load(base, device, precision=precision)
+        path = bundled_path(grounder)
+        add_text_head(model, read_state_dict(path), path)
+        return model
     if key in training_only_registry and not Path(key).is_file():
         raise _unknown_model(key)
     if (key in sam_model_registry or key in KNOWN_WEIGHTS) and not Path(key).is_file():
@@ -76,7 +88,7 @@ def load(
             raise _unknown_model(key)
         state_dict, _ = to_samkit(read_state_dict(path))
         variant = detect_variant(
-            {k: v for k, v in state_dict.items() if not k.startswith(TEXT_HEAD_PREFIX)}, path
+            {k: v for k, v in state_dict.items() if not k.startswith(TEXT_PREFIXES)}, path
         )
         model = variant_registry[variant]()
         add_text_head(model, state_dict, path)
@@ -92,14 +104,34 @@ def load(
 
 def add_text_head(model: Sam, state_dict: dict[str, torch.Tensor], path: Path) -> None:
     """Give `model` the text head that `state_dict` (read from `path`) holds weights for, if
-    any, with the text encoder its metadata names ("minilm" when it names none)."""
+    any: a text token (`TEXT_HEAD_PREFIX`) or a text grounder (`GROUNDER_PREFIX`, whose
+    weights are loaded here, strictly), with the text encoder the file's metadata names
+    ("minilm" when it names none)."""
     from .checkpoints import read_metadata
     from .text import DEFAULT_TEXT_ENCODER
 
     first = state_dict.get(TEXT_HEAD_PREFIX + "layers.0.weight")
-    if first is None:
+    grounder = {
+        k[len(GROUNDER_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(GROUNDER_PREFIX)
+    }
+    if first is None and not grounder:
         return
-    model.prompt_encoder.enable_text(int(first.shape[1]))
+    if first is not None:
+        model.prompt_encoder.enable_text(int(first.shape[1]))
+    if grounder:
+        from .text.grounding import TextGrounder
+
+        text = grounder.get("text.0.weight")
+        if text is None:
+            raise ValueError(
+                f"{path}: text grounder weights without {GROUNDER_PREFIX}text.0.weight"
+            )
+        module = TextGrounder(int(text.shape[1]))
+        try:
+            module.load_state_dict(grounder)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: the text grounder's weights do not fit: {err}") from None
+        model.text_grounder = module.to(model.device).eval()
     model.text_encoder = read_metadata(path).get(TEXT_ENCODER_KEY, DEFAULT_TEXT_ENCODER)
 
 
@@ -121,6 +153,10 @@ def model_identity(name_or_path: str | os.PathLike[str], *, local: bool = True) 
         fingerprint = f"seeded:{SEEDED_VARIANTS[name]}"
     elif name in BUNDLED:
         fingerprint = "sha256:" + file_sha256(bundled_path(name))
+    elif name in BUNDLED_GROUNDED:
+        base, grounder = BUNDLED_GROUNDED[name]
+        digests = (file_sha256(bundled_path(base)), file_sha256(bundled_path(grounder)))
+        fingerprint = "sha256:" + "+".join(digests)
     elif name in KNOWN_WEIGHTS:
         info = KNOWN_WEIGHTS[name]
         fingerprint = f"sha256:{info.sha256}" if info.sha256 else f"url:{info.url}"
@@ -181,8 +217,9 @@ def _download(name: str) -> Path:
 
 
 def bundled_path(name: str) -> Path:
-    """The weights file of a bundled model, which must exist."""
-    path = Path(__file__).parent / "weights" / BUNDLED[name]
+    """The weights file of a bundled model (or a file name in the bundled weights), which
+    must exist."""
+    path = Path(__file__).parent / "weights" / BUNDLED.get(name, name)
     if not path.is_file():
         raise FileNotFoundError(
             f"the bundled {name} weights ({path}) are missing from this install; "

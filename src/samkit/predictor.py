@@ -24,6 +24,7 @@ from .transforms import ResizeLongestSide
 
 if TYPE_CHECKING:
     from .embedding_cache import EmbeddingCache
+    from .text.ground import Proposals
 
 
 @dataclass
@@ -35,6 +36,10 @@ class ImageEmbedding:
     input_size: tuple[int, int]  # (h, w) after resizing, before padding
     image_pe: torch.Tensor  # (1, C, He, We) positional encoding of the embedding grid
     prepared: ImageKeys  # the decoder's per-image work for prompts without a mask prompt
+    # for a model with a text grounder: the image at the grounder's working size, (h, w, 3)
+    # uint8, and the candidate masks of text-alone prompts, found on the first one
+    pixels: np.ndarray | None = None
+    proposals: Proposals | None = None
 
 
 class SamPredictor:
@@ -188,7 +193,14 @@ class SamPredictor:
                 key = keys[i]
                 if self.cache is not None and key is not None:
                     self.cache.put(key, state, self.model)
-        return [state for state in out if state is not None]  # every one is set by now
+        states = [state for state in out if state is not None]  # every one is set by now
+        if self.model.text_grounder is not None:
+            from .text.grounding import shrink
+
+            for i, state in enumerate(states):
+                image = inputs[i][0][0].permute(1, 2, 0).clamp(0, 255).round().byte()
+                states[i] = dataclasses.replace(state, pixels=shrink(image.cpu().numpy()))
+        return states
 
     def _cache_key(self, input_image: torch.Tensor) -> str | None:
         if self.cache is None:
@@ -297,10 +309,45 @@ class SamPredictor:
         """
         state = self._require_image()
         prompts.validate_torch(point_coords, point_labels, boxes, mask_input, text_embeddings)
-        points = (point_coords, point_labels) if point_coords is not None else None
         if text_embeddings is not None:
             self._require_text_head()
             text_embeddings = text_embeddings.to(self.device)
+        if text_embeddings is not None and self.model.text_grounder is not None:
+            from .text.ground import ground
+
+            low_res_masks, iou_predictions = ground(
+                self,
+                point_coords,
+                point_labels,
+                boxes,
+                mask_input,
+                multimask_output,
+                text_embeddings,
+            )
+        else:
+            low_res_masks, iou_predictions = self.decode_low_res(
+                point_coords, point_labels, boxes, mask_input, multimask_output, text_embeddings
+            )
+        masks = self.model.postprocess_masks(low_res_masks, state.input_size, state.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou_predictions, low_res_masks
+
+    @torch.no_grad()
+    def decode_low_res(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        text_embeddings: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's low-res logits (B, C, 256, 256) and predicted IoUs (B, C), float32,
+        for prompts as `predict_torch` takes them (checked there), the text as a text token;
+        nothing is upscaled."""
+        state = self._require_image()
+        points = (point_coords, point_labels) if point_coords is not None else None
         with self.decode_autocast():
             sparse, dense = self.model.prompt_encoder(
                 points=points, boxes=boxes, masks=mask_input, text=text_embeddings
@@ -321,11 +368,7 @@ class SamPredictor:
                     dense_prompt_embeddings=dense,
                     multimask_output=multimask_output,
                 )
-        low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()
-        masks = self.model.postprocess_masks(low_res_masks, state.input_size, state.original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        return masks, iou_predictions, low_res_masks
+        return low_res_masks.float(), iou_predictions.float()
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, D) vectors of `texts` from the text encoder the model's text head was trained

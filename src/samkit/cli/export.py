@@ -71,8 +71,14 @@ def _export(args: argparse.Namespace) -> int:
     model = load(args.model).eval()
     if args.text and model.prompt_encoder.text_projection is None:
         raise ValueError(
-            f"--text: {args.model} has no text head (prompt_encoder.text_projection), so its "
+            f"--text: {args.model} has no text token (prompt_encoder.text_projection), so its "
             "decoder cannot take text; export without --text, or give a model trained with text"
+            + (
+                ". Its text grounder picks among the decoder's masks in Python and is not part "
+                "of the decoder graph"
+                if model.text_grounder is not None
+                else ""
+            )
         )
     written = []
     path = export_decoder(

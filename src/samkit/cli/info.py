@@ -28,7 +28,7 @@ def _info(args: argparse.Namespace) -> int:
 
     from .. import __version__, devices
     from ..checkpoints import KNOWN_WEIGHTS, cache_dir, cached_path
-    from ..loading import BUNDLED, bundled_path
+    from ..loading import BUNDLED, BUNDLED_GROUNDED, bundled_path
     from ..weights_cache import MIRROR_ENV
 
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
@@ -55,6 +55,8 @@ def _info(args: argparse.Namespace) -> int:
     lines.append(f"{MIRROR_ENV}: {os.environ.get(MIRROR_ENV) or 'not set'}")
     for name in BUNDLED:
         lines.append(f"bundled model: {name} ({bundled_path(name)})")
+    for name, (base, grounder) in BUNDLED_GROUNDED.items():
+        lines.append(f"bundled model: {name} ({base} + text grounder {bundled_path(grounder)})")
     print("\n".join(lines))
     return 0
 

@@ -69,11 +69,12 @@ class TextRow:
 
 def require_text_head(model: Sam) -> str:
     """The text encoder the model's text head was trained with, or ValueError."""
-    if model.prompt_encoder.text_projection is None or not model.text_encoder:
+    if not model.takes_text or not model.text_encoder:
         raise ValueError(
-            "the model has no text head (prompt_encoder.text_projection): `samkit eval "
-            "--text` needs a model trained with text prompts (configs/text_stage.json); "
-            "`samkit eval` without --text runs the click protocol on any model"
+            "the model has no text head (prompt_encoder.text_projection or text_grounder): "
+            "`samkit eval --text` needs a model that takes text (--model samkit_text, or one "
+            "trained with text prompts); `samkit eval` without --text runs the click protocol "
+            "on any model"
         )
     return model.text_encoder
 

@@ -21,8 +21,8 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
-    # the `samkit.text` encoder whose vectors prompt_encoder.text_projection was trained on;
-    # None for a model without a text head
+    # the `samkit.text` encoder whose vectors the text head (prompt_encoder.text_projection or
+    # text_grounder) was trained on; None for a model without one
     text_encoder: str | None = None
     # how predictors run it unless told otherwise: "fp32", "bf16" or "int8" (`samkit.load`)
     precision: str = "fp32"
@@ -48,6 +48,9 @@ class Sam(nn.Module):
         self.mask_decoder = mask_decoder
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        # picks which of the model's own masks a phrase names (`samkit.text.grounding`);
+        # None for a model without one (every official checkpoint)
+        self.text_grounder: nn.Module | None = None
 
     @property
     def img_size(self) -> int:
@@ -55,8 +58,9 @@ class Sam(nn.Module):
 
     @property
     def takes_text(self) -> bool:
-        """Whether the model has a text head (`prompt_encoder.text_projection`)."""
-        return self.prompt_encoder.text_projection is not None
+        """Whether the model takes text: a text token (`prompt_encoder.text_projection`) or
+        a text grounder (`text_grounder`)."""
+        return self.prompt_encoder.text_projection is not None or self.text_grounder is not None
 
     @property
     def device(self) -> torch.device:

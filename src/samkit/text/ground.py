@@ -1,0 +1,179 @@
+"""Text prompts answered by a model's text grounder (`samkit.text.grounding`).
+
+The text alone: the model proposes masks for a grid of points, three each
+(`image_proposals`, computed once per image and kept with its embedding); the grounder
+scores every proposal against the phrase and the best ones are decoded again as the answer.
+Text with one click, SAM's ambiguous prompt: the click's masks (the model's three multimask
+outputs and its single-mask output) are scored against the phrase and ordered by it. Text
+with more clicks, a box or a mask prompt, which settle the object: one mask out is the
+model's own, and three are its multimask outputs ordered by the phrase. The encoder and
+decoder run as they do for prompts without text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .grounding import TextGrounder, region_features, work_size
+
+if TYPE_CHECKING:
+    from ..predictor import ImageEmbedding, SamPredictor
+
+GRID = 16  # point prompts a side for the text-alone proposals (3 masks each)
+MIN_SCORE = 0.5  # proposals the model predicts below this IoU are dropped
+MIN_AREA = 4  # px at the working size: smaller proposals are dropped
+DUPLICATE_IOU = 0.85  # a proposal overlapping a better one this much is dropped
+CHUNK = 64  # point prompts decoded at a time
+DEDUPE_SIDE = 128  # masks are compared at most this many px a side to drop duplicates
+EMPTY_LOGIT = -20.0  # the low-res logits of "no mask", when nothing is proposed
+
+
+@dataclass
+class Proposals:
+    """An image's candidate masks, each a point prompt and one of its three masks."""
+
+    points: torch.Tensor  # (K, 2) (X, Y) in the resized frame (`transform.apply_coords`)
+    slots: torch.Tensor  # (K,) which multimask output of the point
+    numbers: torch.Tensor  # (K, N_FEATURES) `region_features`
+    crops: torch.Tensor  # (K, 4, CROP, CROP)
+    # (K, h, w) bool at `work_size`: training's targets; not kept with an image's embedding
+    masks: torch.Tensor | None = None
+
+
+def grid_points(input_size: tuple[int, int], n: int = GRID) -> torch.Tensor:
+    """(n * n, 2) (X, Y) points at the centres of an n x n grid over the resized image."""
+    h, w = input_size
+    ys = (torch.arange(n) + 0.5) * h / n
+    xs = (torch.arange(n) + 0.5) * w / n
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+
+
+def work_masks(predictor: SamPredictor, low_res: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) low-res logits -> (N, h', w') bool masks at the image's `work_size`."""
+    state = predictor._require_image()
+    size = work_size(*state.input_size)
+    logits = predictor.model.postprocess_masks(low_res[:, None], state.input_size, size)
+    return logits[:, 0] > predictor.model.mask_threshold
+
+
+def propose(predictor: SamPredictor, points: torch.Tensor) -> Proposals:
+    """The distinct masks the model gives for one-point prompts at `points` ((N, 2) in the
+    resized frame): three a point, those it scores below MIN_SCORE or smaller than MIN_AREA
+    dropped, then any overlapping a higher-scored one by DUPLICATE_IOU."""
+    state = predictor._require_image()
+    if state.pixels is None:
+        raise RuntimeError("the image was set without the pixels a text grounder describes")
+    found: list[tuple[torch.Tensor, ...]] = []
+    for chunk in points.to(predictor.device).split(CHUNK):
+        labels = torch.ones(len(chunk), 1, dtype=torch.int, device=predictor.device)
+        low_res, iou = predictor.decode_low_res(chunk[:, None], labels, None, None, True)
+        masks = work_masks(predictor, low_res.flatten(0, 1)).cpu()
+        scores = iou.flatten().cpu()
+        keep = (scores > MIN_SCORE) & (masks.flatten(1).sum(1) >= MIN_AREA)
+        index = torch.arange(len(scores))[keep]
+        found.append((masks[keep], scores[keep], chunk.cpu()[index // 3], index % 3))
+    masks, scores, where, slots = (torch.cat(parts) for parts in zip(*found, strict=True))
+    order = scores.argsort(descending=True)
+    order = order[_distinct(masks[order])]
+    numbers, crops = region_features(state.pixels, masks[order].numpy(), scores[order].numpy())
+    return Proposals(where[order], slots[order], numbers, crops, masks[order])
+
+
+def _distinct(masks: torch.Tensor) -> torch.Tensor:
+    """Indices of (K, h, w) bool masks, best first, that overlap no earlier kept one by
+    DUPLICATE_IOU (IoU of the masks averaged down to DEDUPE_SIDE a side)."""
+    if not len(masks):
+        return torch.zeros(0, dtype=torch.long)
+    h, w = masks.shape[1:]
+    side = (min(h, DEDUPE_SIDE), min(w, DEDUPE_SIDE))
+    small = F.adaptive_avg_pool2d(masks[:, None].float(), side).flatten(1)  # (K, side²)
+    inter = small @ small.T
+    area = small.sum(1)
+    iou = inter / (area[:, None] + area[None] - inter).clamp(min=1e-6)
+    kept: list[int] = []
+    for i in range(len(masks)):
+        if not kept or float(iou[i, kept].max()) < DUPLICATE_IOU:
+            kept.append(i)
+    return torch.tensor(kept)
+
+
+def image_proposals(predictor: SamPredictor) -> Proposals:
+    """The current image's text-alone proposals (a GRID x GRID grid of points), computed on
+    the first call and then kept with the image's embedding."""
+    state: ImageEmbedding = predictor._require_image()
+    if state.proposals is None:
+        found = propose(predictor, grid_points(state.input_size))
+        state.proposals = dataclasses.replace(found, masks=None)  # ~10 MB at 256 px
+    return state.proposals
+
+
+def ground(
+    predictor: SamPredictor,
+    point_coords: torch.Tensor | None,
+    point_labels: torch.Tensor | None,
+    boxes: torch.Tensor | None,
+    mask_input: torch.Tensor | None,
+    multimask_output: bool,
+    texts: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-res logits (B, C, h, w) and predicted IoUs (B, C) of the masks the (B, D) text
+    vectors name, best first (C: 3 with multimask_output, else 1), with the other prompts
+    as `predict_torch` takes them or none."""
+    grounder = predictor.model.text_grounder
+    assert isinstance(grounder, TextGrounder)
+    keep = 3 if multimask_output else 1
+    if point_coords is None and boxes is None and mask_input is None:
+        found = image_proposals(predictor)
+        if not len(found.points):
+            return _nothing(predictor, len(texts), keep)
+        scores = grounder(texts, found.numbers.to(texts.device), found.crops.to(texts.device))
+        top = scores.topk(min(keep, scores.shape[1]), dim=1).indices  # (B, C')
+        top = torch.cat([top, top[:, -1:].expand(-1, keep - top.shape[1])], 1).cpu()
+        points = found.points[top].reshape(-1, 1, 2).to(predictor.device)
+        labels = torch.ones(len(points), 1, dtype=torch.int, device=predictor.device)
+        low_res, iou = predictor.decode_low_res(points, labels, None, None, True)
+        rows = torch.arange(len(points))
+        slots = found.slots[top].reshape(-1)
+        shape = (len(texts), keep, *low_res.shape[-2:])
+        return low_res[rows, slots].reshape(shape), iou[rows, slots].reshape(len(texts), keep)
+    args = (point_coords, point_labels, boxes, mask_input)
+    one_click = point_coords is not None and point_coords.shape[1] == 1
+    if one_click and boxes is None and mask_input is None:  # ambiguous: the text decides
+        low3, iou3 = predictor.decode_low_res(*args, True)
+        low1, iou1 = predictor.decode_low_res(*args, False)
+        low_res, iou = torch.cat([low3, low1], 1), torch.cat([iou3, iou1], 1)  # (B, 4, h, w)
+    elif multimask_output:
+        low_res, iou = predictor.decode_low_res(*args, True)
+    else:  # clicks, a box or a mask prompt settle which object: the model's own mask
+        return predictor.decode_low_res(*args, False)
+    state = predictor._require_image()
+    assert state.pixels is not None
+    order = []
+    for b in range(len(texts)):
+        masks = work_masks(predictor, low_res[b]).cpu()
+        score = torch.full((len(masks),), -torch.inf)
+        filled = masks.flatten(1).any(1)
+        if filled.any():
+            numbers, crops = region_features(
+                state.pixels, masks[filled].numpy(), iou[b][filled].cpu().numpy()
+            )
+            device = texts.device
+            score[filled] = grounder(texts[b : b + 1], numbers.to(device), crops.to(device))[
+                0
+            ].cpu()
+        order.append(score.argsort(descending=True, stable=True)[:keep])
+    pick = torch.stack(order).to(low_res.device)  # (B, C)
+    rows = torch.arange(len(texts), device=low_res.device)[:, None]
+    return low_res[rows, pick], iou[rows, pick]
+
+
+def _nothing(predictor: SamPredictor, b: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empty masks for an image where the model proposes none."""
+    side = predictor.model.prompt_encoder.mask_input_size
+    low_res = torch.full((b, c, *side), EMPTY_LOGIT, device=predictor.device)
+    return low_res, torch.zeros(b, c, device=predictor.device)
