@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean browser figures train-default
+.PHONY: venv demo test lint clean browser figures train-default train-text
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ train-default: $(STAMP)
 	$(BIN)/python -m samkit.train --pipeline configs/default_model.json --runs runs
 	$(BIN)/python tools/bundle_default.py --pipeline configs/default_model.json --runs runs
 	$(BIN)/samkit eval --model samkit_default --precision fp32 --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
+
+# Train samkit_text's text grounder on samkit_default's proposals (configs/text_grounder.json;
+# about half an hour on one core, resumed when run again), ship it into the package and
+# measure text prompts on held-out scenes (docs/training.md, The text stage).
+train-text: $(STAMP)
+	$(BIN)/python -m samkit.train.grounder --config configs/text_grounder.json \
+		--out runs/text_grounder --threads 1
+	cp runs/text_grounder/grounder.safetensors src/samkit/weights/samkit_text_grounder.safetensors
+	$(BIN)/samkit eval --text --model samkit_text --synthetic 3 --n 30 --out docs/eval_text
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest

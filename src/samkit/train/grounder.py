@@ -1,0 +1,299 @@
+"""Train a text grounder (`samkit.text.grounding`) for a frozen model on synthetic scenes.
+
+    python -m samkit.train.grounder --out runs/text_grounder [--config configs/text_grounder.json]
+
+Two phases, both resumable (run the same command again after a kill):
+
+1. **Proposals.** Each training scene is embedded once; the model proposes masks for a click
+   inside every object and for random clicks (`samkit.text.ground.propose`), and each
+   proposal's `region_features`, its IoU with every object and the colour and shape of the
+   object it covers are kept (`proposals.pt`, written every 100 scenes).
+2. **Matching.** The grounder learns to score, for each phrase of a scene
+   (`samkit.data.phrases`), the proposals that cover its object best above the others
+   (softmax cross-entropy over the scene's proposals, plus the IoU its scores expect), and to
+   name each proposal's colour and shape (a denser signal than one phrase's target). A
+   checkpoint every 500 steps.
+
+The grounder's weights go to OUT/grounder.safetensors (keys `text_grounder.*`, metadata naming
+the text encoder), which `samkit.load` attaches to the model: the shipped `samkit_text` is
+`samkit_default` with this file (`make train-text`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._atomic import atomic_path
+from ..build import variant_registry
+from ..checkpoints import write_safetensors
+from ..data.phrases import COLOUR_NAMES, scene_phrases, words
+from ..data.synthetic import make_scene
+from ..eval.clicks import first_click
+from ..loading import GROUNDER_PREFIX, TEXT_ENCODER_KEY, VARIANT_KEY, load
+from ..predictor import SamPredictor
+from ..text import encode_cached, get_text_encoder
+from ..text.ground import propose
+from ..text.grounding import N_COLOURS, SHAPE_CLASSES, TextGrounder
+
+CHECKPOINT_STEPS = 500
+SAVE_SCENES = 100
+
+
+@dataclass(frozen=True)
+class GrounderConfig:
+    model: str = "samkit_default"  # the frozen model whose proposals are matched
+    text_encoder: str = "minilm"
+    scene_seed: int = 28  # training scenes 0..scenes-1 of this seed (evaluation uses 3)
+    scenes: int = 2000
+    scene_size: int = 128  # px, the model's input size for the bundled model
+    random_points: int = 32  # random clicks a scene besides one inside each object
+    phrase_draws: int = 2  # phrasings of each scene (synonyms and word orders differ)
+    steps: int = 4000
+    scenes_per_step: int = 8
+    lr: float = 2e-3  # peak of a one-cycle schedule
+    weight_decay: float = 0.01
+    attribute_weight: float = 1.0  # the colour and shape losses beside the matching one
+    # minus the IoU with the phrase's object expected under the scores' softmax: rewards
+    # near misses by how near they are, where the cross-entropy counts them as plain misses
+    expected_iou_weight: float = 1.0
+    positive_margin: float = 0.03  # proposals within this IoU of the best one are targets
+    min_target_iou: float = 0.5  # phrases whose object no proposal covers this well are skipped
+    label_iou: float = 0.6  # a proposal covering an object this well is named as that object
+    width: int = 128
+    seed: int = 0
+
+    @classmethod
+    def from_json(cls, path: Path) -> GrounderConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        given = json.loads(path.read_text())
+        unknown = sorted(set(given) - fields - {"notes"})
+        if unknown:
+            raise ValueError(f"{path}: unknown fields {unknown}; known: {sorted(fields)}")
+        config = cls(**{k: v for k, v in given.items() if k != "notes"})
+        for name in ("scenes", "steps", "scenes_per_step", "scene_size", "width"):
+            if getattr(config, name) < 1:
+                raise ValueError(f"{path}: {name} must be >= 1")
+        return config
+
+
+def scene_record(
+    predictor: SamPredictor, config: GrounderConfig, index: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Scene `index`'s proposals, their features, IoUs and colour/shape labels, and phrases."""
+    scene = make_scene(config.scene_seed, index, config.scene_size)
+    predictor.set_image(scene.image)
+    targets = scene.masks
+    clicks = [first_click(t) for t in targets if t.any()]
+    size = config.scene_size
+    points = np.concatenate(
+        [
+            np.array(clicks, np.float32).reshape(-1, 2),
+            rng.uniform(0, size, (config.random_points, 2)),
+        ]
+    )
+    state = predictor._require_image()
+    resized = predictor.transform.apply_coords(points, state.original_size)
+    found = propose(predictor, torch.as_tensor(resized, dtype=torch.float32))
+    assert found.masks is not None
+    masks = found.masks.flatten(1).float()  # at the working size, which is the scene's
+    objects = torch.from_numpy(targets.reshape(len(targets), -1)).float()
+    inter = objects @ masks.T
+    iou = inter / (objects.sum(1)[:, None] + masks.sum(1)[None] - inter).clamp(min=1)
+    look = [words(o, size * size) for o in scene.objects]
+    colour = torch.tensor([COLOUR_NAMES.index(w.colour) for w in look] + [N_COLOURS])
+    shape = torch.tensor([SHAPE_CLASSES.index(w.shape) for w in look] + [len(SHAPE_CLASSES)])
+    best = iou.argmax(0) if len(iou) else torch.zeros(len(masks), dtype=torch.long)
+    if len(iou):
+        best[iou.max(0).values < config.label_iou] = -1
+    phrases = [
+        (p.text, p.target)
+        for draw in range(config.phrase_draws)
+        for p in scene_phrases(scene, np.random.default_rng([config.scene_seed, index, draw]))
+    ]
+    return {
+        "numbers": found.numbers,
+        "crops": found.crops.half(),
+        "iou": iou.half(),
+        "colour": colour[best],
+        "shape": shape[best],
+        "phrases": phrases,
+    }
+
+
+def make_proposals(
+    config: GrounderConfig, out: Path, predictor: SamPredictor, log: Any
+) -> list[dict[str, Any]]:
+    """Phase 1, resumed from OUT/proposals.pt when it holds some scenes."""
+    path = out / "proposals.pt"
+    records: list[dict[str, Any]] = torch.load(path, weights_only=True) if path.is_file() else []
+    if len(records) >= config.scenes:
+        return records[: config.scenes]
+    start = time.monotonic()
+    for index in range(len(records), config.scenes):
+        rng = np.random.default_rng([config.seed, index])
+        records.append(scene_record(predictor, config, index, rng))
+        if (index + 1) % SAVE_SCENES == 0 or index + 1 == config.scenes:
+            with atomic_path(path) as tmp:
+                torch.save(records, tmp)
+            log({"scenes": index + 1, "s": round(time.monotonic() - start)})
+    return records
+
+
+def _matching_loss(
+    grounder: TextGrounder, record: dict[str, Any], vectors: torch.Tensor, config: GrounderConfig
+) -> torch.Tensor | None:
+    """One scene's matching plus attribute loss, or None if no phrase has a target."""
+    device = vectors.device
+    numbers = record["numbers"].to(device)
+    regions = grounder.regions(numbers, record["crops"].float().to(device))
+    attributes = grounder.attributes(regions)
+    loss = config.attribute_weight * (
+        F.cross_entropy(attributes[:, : N_COLOURS + 1], record["colour"].to(device))
+        + F.cross_entropy(attributes[:, N_COLOURS + 1 :], record["shape"].to(device))
+    )
+    if record["phrases"]:
+        targets = torch.tensor([t for _, t in record["phrases"]])
+        iou = record["iou"].float()[targets].to(device)  # (P, K)
+        best = iou.max(1, keepdim=True).values
+        positive = (iou >= best - config.positive_margin) & (best >= config.min_target_iou)
+        named = positive.any(1)
+        if named.any():
+            scores = (grounder.text(vectors) @ regions.T * grounder.scale)[named]
+            positive = positive[named]
+            hits = scores.masked_fill(~positive, -torch.inf).logsumexp(1)
+            loss = loss + (scores.logsumexp(1) - hits).mean()
+            expected = (scores.softmax(1) * iou[named]).sum(1).mean()
+            loss = loss - config.expected_iou_weight * expected
+    return loss
+
+
+def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log: Any) -> Path:
+    """Both phases. Writes OUT/grounder.safetensors (the grounder alone) and
+    OUT/model.safetensors (the model with it, what `samkit.load` and `--model` take); returns
+    the latter's path."""
+    torch.manual_seed(config.seed)
+    model = load(config.model, device)
+    grounder = TextGrounder(get_text_encoder(config.text_encoder).dim, config.width)
+    model.text_grounder = grounder  # so that the predictor keeps the pixels it describes
+    records = make_proposals(config, out, SamPredictor(model), log)
+    texts = sorted({text for r in records for text, _ in r["phrases"]})
+    vectors = dict(zip(texts, encode_cached(config.text_encoder, texts), strict=True))
+    numbers = torch.cat([r["numbers"] for r in records])
+    grounder.feature_mean.copy_(numbers.mean(0))
+    grounder.feature_std.copy_(numbers.std(0).clamp(min=1e-6))
+    grounder.to(device).train()
+    opt = torch.optim.AdamW(grounder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.05
+    )
+    checkpoint = out / "grounder_checkpoint.pt"
+    step = 0
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=True, map_location=device)
+        grounder.load_state_dict(saved["grounder"])
+        opt.load_state_dict(saved["opt"])
+        schedule.load_state_dict(saved["schedule"])
+        step = int(saved["step"])
+    start, losses = time.monotonic(), []
+    while step < config.steps:
+        rng = np.random.default_rng([config.seed, step])
+        loss = torch.zeros((), device=device)
+        for index in rng.integers(0, len(records), config.scenes_per_step):
+            record = records[index]
+            phrase_vectors = torch.stack(
+                [vectors[t] for t, _ in record["phrases"]] or [vectors[texts[0]]]
+            )
+            part = _matching_loss(grounder, record, phrase_vectors.to(device), config)
+            if part is not None:
+                loss = loss + part
+        opt.zero_grad()
+        (loss / config.scenes_per_step).backward()
+        opt.step()
+        schedule.step()
+        step += 1
+        losses.append(float(loss.detach()) / config.scenes_per_step)
+        if step % CHECKPOINT_STEPS == 0 or step == config.steps:
+            state = {
+                "grounder": grounder.state_dict(),
+                "opt": opt.state_dict(),
+                "schedule": schedule.state_dict(),
+                "step": step,
+            }
+            with atomic_path(checkpoint) as tmp:
+                torch.save(state, tmp)
+            log(
+                {
+                    "step": step,
+                    "loss": round(float(np.mean(losses[-CHECKPOINT_STEPS:])), 4),
+                    "s": round(time.monotonic() - start),
+                }
+            )
+    grounder.eval()
+    meta = {TEXT_ENCODER_KEY: config.text_encoder}
+    weights = {GROUNDER_PREFIX + k: v for k, v in grounder.state_dict().items()}
+    write_safetensors(weights, out / "grounder.safetensors", meta)
+    if config.model in variant_registry:
+        meta[VARIANT_KEY] = config.model
+    write_safetensors(model.state_dict(), out / "model.safetensors", meta)
+    return out / "model.safetensors"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from .. import devices
+
+    parser = argparse.ArgumentParser(
+        prog="python -m samkit.train.grounder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="run folder (resumed if it holds a run)"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="JSON naming the GrounderConfig fields it changes"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = GrounderConfig.from_json(args.config) if args.config else GrounderConfig()
+        device = devices.resolve_device(args.device)
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1; got {args.threads}")
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} exists and is not a folder")
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    recorded = args.out / "config.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != dataclasses.asdict(config):
+        parser.error(f"{args.out} holds a run of another config ({recorded}); use another --out")
+    with atomic_path(recorded) as tmp:
+        tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+    def log(entry: dict[str, Any]) -> None:
+        print(json.dumps(entry), file=sys.stderr, flush=True)
+
+    path = train_grounder(config, args.out, device, log)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
