@@ -54,10 +54,16 @@ def grid_points(input_size: tuple[int, int], n: int = GRID) -> torch.Tensor:
 
 
 def work_masks(predictor: SamPredictor, low_res: torch.Tensor) -> torch.Tensor:
-    """(N, h, w) low-res logits -> (N, h', w') bool masks at the image's `work_size`."""
+    """(N, h, w) low-res logits -> (N, h', w') bool masks at the image's `work_size`: the
+    image's part of the low-res grid (the rest is padding), resized. Never upscaled to the
+    model's input size first, as full-size masks are: 192 of them at 1024 px would be 800 MB."""
     state = predictor._require_image()
+    scale = low_res.shape[-1] / predictor.model.img_size
+    h, w = (max(1, round(s * scale)) for s in state.input_size)
     size = work_size(*state.input_size)
-    logits = predictor.model.postprocess_masks(low_res[:, None], state.input_size, size)
+    logits = low_res[:, None, :h, :w]
+    if (h, w) != size:
+        logits = F.interpolate(logits, size, mode="bilinear", align_corners=False)
     return logits[:, 0] > predictor.model.mask_threshold
 
 
