@@ -217,3 +217,26 @@ def test_phrases_over_a_real_socket(image_folder: Path, text_sam: Sam) -> None:
         alone = [score(p) for p in phrases]
     assert together == alone * 2
     assert all(("minilm", p) in samkit.text._VECTORS for p in phrases)
+
+
+def test_samkit_text_answers_phrases_with_its_grounder(image_folder: Path) -> None:
+    """The bundled samkit_text (a text grounder, no text token) through the same API: the
+    page is told it takes text, and a phrase alone or with a click gives the predictor's
+    masks."""
+    model = load("samkit_text")
+    client = page_client(image_folder, model)
+    assert client.get("/api/info").json()["text"] is True
+    url = predict_url(client)
+    predictor = predictor_on_a(model, image_folder)
+    for body, kwargs in (
+        ({"text": "the red disc", "multimask": False}, {}),
+        (
+            {"text": "the red disc", "points": [[40, 40]], "labels": [1], "multimask": False},
+            {"point_coords": np.array([[40, 40]]), "point_labels": np.array([1])},
+        ),
+    ):
+        r = client.post(url, json=body)
+        assert r.status_code == 200, r.text
+        mask, score = only_mask(r.json())
+        masks, scores, _ = predictor.predict(text="the red disc", multimask_output=False, **kwargs)
+        assert np.array_equal(mask, masks[0]) and score == pytest.approx(float(scores[0]), abs=1e-5)
