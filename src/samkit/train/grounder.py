@@ -111,7 +111,8 @@ def scene_record(
     look = [words(o, size * size) for o in scene.objects]
     colour = torch.tensor([COLOUR_NAMES.index(w.colour) for w in look] + [N_COLOURS])
     shape = torch.tensor([SHAPE_CLASSES.index(w.shape) for w in look] + [len(SHAPE_CLASSES)])
-    best = iou.argmax(0) if len(iou) else torch.zeros(len(masks), dtype=torch.long)
+    # the object each proposal covers; -1 (the classes' last entry, "none") for no object
+    best = iou.argmax(0) if len(iou) else torch.full((len(masks),), -1)
     if len(iou):
         best[iou.max(0).values < config.label_iou] = -1
     phrases = [
@@ -149,10 +150,14 @@ def make_proposals(
 
 
 def _matching_loss(
-    grounder: TextGrounder, record: dict[str, Any], vectors: torch.Tensor, config: GrounderConfig
-) -> torch.Tensor | None:
-    """One scene's matching plus attribute loss, or None if no phrase has a target."""
-    device = vectors.device
+    grounder: TextGrounder,
+    record: dict[str, Any],
+    vectors: dict[str, torch.Tensor],
+    config: GrounderConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """One scene's attribute loss, plus its matching loss for the phrases whose object some
+    proposal covers (`vectors`: phrase -> text vector)."""
     numbers = record["numbers"].to(device)
     regions = grounder.regions(numbers, record["crops"].float().to(device))
     attributes = grounder.attributes(regions)
@@ -167,7 +172,8 @@ def _matching_loss(
         positive = (iou >= best - config.positive_margin) & (best >= config.min_target_iou)
         named = positive.any(1)
         if named.any():
-            scores = (grounder.text(vectors) @ regions.T * grounder.scale)[named]
+            texts = torch.stack([vectors[t] for t, _ in record["phrases"]]).to(device)
+            scores = (grounder.text(texts) @ regions.T * grounder.scale)[named]
             positive = positive[named]
             hits = scores.masked_fill(~positive, -torch.inf).logsumexp(1)
             loss = loss + (scores.logsumexp(1) - hits).mean()
@@ -208,13 +214,7 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
         rng = np.random.default_rng([config.seed, step])
         loss = torch.zeros((), device=device)
         for index in rng.integers(0, len(records), config.scenes_per_step):
-            record = records[index]
-            phrase_vectors = torch.stack(
-                [vectors[t] for t, _ in record["phrases"]] or [vectors[texts[0]]]
-            )
-            part = _matching_loss(grounder, record, phrase_vectors.to(device), config)
-            if part is not None:
-                loss = loss + part
+            loss = loss + _matching_loss(grounder, records[index], vectors, config, device)
         opt.zero_grad()
         (loss / config.scenes_per_step).backward()
         opt.step()
