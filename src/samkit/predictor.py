@@ -386,7 +386,8 @@ class SamPredictor:
                 f"this model ({type(self.model.image_encoder).__name__} encoder, "
                 f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.1f}M parameters) has "
                 "no text head: it takes points, boxes and masks only. Text prompts need a "
-                "model trained with one (samkit finetune --text; docs/guide.md, Text prompts)"
+                "model with one: the bundled samkit_text, or one trained with text (samkit "
+                "finetune --text; docs/guide.md, Text prompts)"
             )
         return self.model.text_encoder
 
