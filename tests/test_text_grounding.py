@@ -258,3 +258,25 @@ def test_outline_numbers_tell_a_disc_from_a_star() -> None:
     assert solidity[0] > 0.95 > 0.7 > solidity[1]
     assert circularity[0] > 0.85 > 0.5 > circularity[1]
     assert corners[1] == pytest.approx(1.0)  # ten corners
+
+
+def test_grounder_weights_of_any_width_load_and_bad_ones_are_named(tmp_path: Path) -> None:
+    from samkit.checkpoints import write_safetensors
+    from samkit.loading import GROUNDER_PREFIX
+    from samkit.text.grounding import TextGrounder
+
+    model = samkit.load("samkit_default")
+    model.text_grounder = TextGrounder(384, width=32)
+    path = tmp_path / "wide.safetensors"
+    write_safetensors(model.state_dict(), path, {"samkit_variant": "samkit_default"})
+    loaded = samkit.load(path)
+    assert isinstance(loaded.text_grounder, TextGrounder)
+    assert loaded.text_grounder.scale.item() == pytest.approx(32**-0.5)
+    broken = {k: v for k, v in model.state_dict().items() if not k.endswith("fuse.0.weight")}
+    write_safetensors(broken, path, {"samkit_variant": "samkit_default"})
+    with pytest.raises(ValueError, match=r"wide\.safetensors: the text grounder's weights do not"):
+        samkit.load(path)
+    alone = {k: v for k, v in broken.items() if not k.startswith(GROUNDER_PREFIX + "text.")}
+    write_safetensors(alone, path, {"samkit_variant": "samkit_default"})
+    with pytest.raises(ValueError, match="text grounder weights without"):
+        samkit.load(path)

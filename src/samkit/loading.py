@@ -121,12 +121,13 @@ def add_text_head(model: Sam, state_dict: dict[str, torch.Tensor], path: Path) -
     if grounder:
         from .text.grounding import TextGrounder
 
-        text = grounder.get("text.0.weight")
-        if text is None:
+        text, width = grounder.get("text.0.weight"), grounder.get("text.2.weight")
+        if text is None or width is None:
             raise ValueError(
-                f"{path}: text grounder weights without {GROUNDER_PREFIX}text.0.weight"
+                f"{path}: text grounder weights without {GROUNDER_PREFIX}text.0.weight "
+                f"and {GROUNDER_PREFIX}text.2.weight"
             )
-        module = TextGrounder(int(text.shape[1]))
+        module = TextGrounder(int(text.shape[1]), int(width.shape[0]))
         try:
             module.load_state_dict(grounder)
         except RuntimeError as err:
