@@ -77,17 +77,27 @@ COLOUR_NAMES = tuple(COLOUR_WORDS)
 _HUE_BANDS = ((45, "orange"), (70, "yellow"), (165, "green"), (200, "cyan"), (255, "blue"))
 
 
-def colour_indices(rgb: np.ndarray) -> np.ndarray:
-    """Index into COLOUR_NAMES of each (..., 3) uint8 RGB colour: hue bands, with black, white
-    and grey for dark or unsaturated colours and brown for dark orange."""
+def hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue (degrees, 0 for greys), saturation and value (0-1) of (..., 3) uint8 RGB colours,
+    with colorsys.rgb_to_hsv's arithmetic."""
     x = rgb.astype(np.float64) / 255
     v = x.max(-1)
     chroma = v - x.min(-1)
     s = np.where(v > 0, chroma / np.maximum(v, 1e-12), 0)
     safe = np.maximum(chroma, 1e-12)
-    rc, gc, bc = ((v - x[..., i]) / safe for i in range(3))  # as colorsys.rgb_to_hsv computes
+    rc, gc, bc = ((v - x[..., i]) / safe for i in range(3))
     hue = np.where(v == x[..., 0], bc - gc, np.where(v == x[..., 1], 2 + rc - bc, 4 + gc - rc))
-    hue = 360 * ((hue / 6) % 1)
+    return 360 * ((hue / 6) % 1), s, v
+
+
+def colour_indices(rgb: np.ndarray) -> np.ndarray:
+    """Index into COLOUR_NAMES of each (..., 3) uint8 RGB colour: hue bands, with black, white
+    and grey for dark or unsaturated colours and brown for dark orange."""
+    return colour_indices_hsv(*hsv(rgb))
+
+
+def colour_indices_hsv(hue: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """`colour_indices` of colours already given as `hsv`."""
     name = np.full(v.shape, COLOUR_NAMES.index("pink"))
     for limit, colour in reversed((*_HUE_BANDS, (290, "purple"))):
         name = np.where(hue < limit, COLOUR_NAMES.index(colour), name)

@@ -16,9 +16,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..masks import build_point_grid
 from .grounding import TextGrounder, region_features, work_size
 
 if TYPE_CHECKING:
@@ -46,11 +48,10 @@ class Proposals:
 
 
 def grid_points(input_size: tuple[int, int], n: int = GRID) -> torch.Tensor:
-    """(n * n, 2) (X, Y) points at the centres of an n x n grid over the resized image."""
+    """(n * n, 2) (X, Y) points at the centres of an n x n grid over the resized image, X
+    fastest (AMG's `build_point_grid`, scaled)."""
     h, w = input_size
-    ys = (torch.arange(n) + 0.5) * h / n
-    xs = (torch.arange(n) + 0.5) * w / n
-    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+    return torch.from_numpy(build_point_grid(n) * np.array([w, h])).float()
 
 
 def work_masks(predictor: SamPredictor, low_res: torch.Tensor) -> torch.Tensor:

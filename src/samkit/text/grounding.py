@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.phrases import COLOUR_NAMES, colour_indices
+from ..data.phrases import COLOUR_NAMES, colour_indices_hsv, hsv
 from ..data.synthetic import SHAPES
 
 CROP = 24  # px side of the square crop of a mask and the pixels around it
 RING = 2  # px width of the ring around a mask whose colours are described too
 MAX_SIDE = 256  # longest image side at which masks are described
 N_COLOURS = len(COLOUR_NAMES)
-N_OUTLINE = 9  # log area fraction, then `_shape_numbers`
+N_OUTLINE = 9  # log area fraction, then `_outline`'s numbers
 # Per-mask numbers: colour-name histograms inside and in the ring, mean and spread of RGB,
 # mean hue (as a saturation-weighted unit vector), saturation and value, ring mean RGB, the
 # outline numbers, and the model's predicted IoU.
@@ -54,8 +54,8 @@ def shrink(image: np.ndarray) -> np.ndarray:
 def region_features(
     image: np.ndarray, masks: np.ndarray, scores: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """What K masks look like: (K, N_FEATURES) numbers and (K, 4, CROP, CROP) outlines and
-    the pixels around them (`_outline`).
+    """What K masks look like: (K, N_FEATURES) numbers and (K, 4, CROP, CROP) crops of each
+    mask and the pixels around it (`_outline`).
 
     image: (h, w, 3) uint8 RGB; masks: (K, h, w) bool, each non-empty; scores: (K,) the model's
     predicted IoU of each mask."""
@@ -63,29 +63,28 @@ def region_features(
     if masks.ndim != 3 or masks.shape[1:] != (h, w):
         raise ValueError(f"masks must be (K, {h}, {w}) for a {h}x{w} image, got {masks.shape}")
     k = len(masks)
-    pixels = image.reshape(-1, 3).astype(np.float32) / 255
-    names = np.eye(N_COLOURS, dtype=np.float32)[colour_indices(image).reshape(-1)]
-    v = pixels.max(1)
-    s = np.where(v > 0, (v - pixels.min(1)) / np.maximum(v, 1e-6), 0)
-    hue = _hue_radians(pixels)
-    hsv = np.stack([np.cos(hue) * s, np.sin(hue) * s, s, v], 1)
-    per_pixel = np.concatenate([names, pixels, pixels**2, hsv], 1)  # (h*w, 12 + 3 + 3 + 4)
     inside = masks.reshape(k, -1).astype(np.float32)
+    area = inside.sum(1, keepdims=True)
+    if (area == 0).any():
+        raise ValueError("region_features takes non-empty masks")
+    pixels = image.reshape(-1, 3).astype(np.float32) / 255
+    hue, sat, value = (c.reshape(-1) for c in hsv(image))
+    names = np.eye(N_COLOURS, dtype=np.float32)[colour_indices_hsv(hue, sat, value)]
+    angle = np.deg2rad(hue)
+    colours = np.stack([np.cos(angle) * sat, np.sin(angle) * sat, sat, value], 1)
+    per_pixel = np.concatenate([names, pixels, pixels**2, colours.astype(np.float32)], 1)
     kernel = np.ones((2 * RING + 1, 2 * RING + 1), np.uint8)
     rings = np.stack([cv2.dilate(m.astype(np.uint8), kernel) for m in masks]).astype(bool)
     rings &= ~masks
     ring = rings.reshape(k, -1).astype(np.float32)
     empty_ring = ring.sum(1) == 0
     ring[empty_ring] = inside[empty_ring]  # a mask filling the image: its ring is itself
-    area = inside.sum(1, keepdims=True)
-    if (area == 0).any():
-        raise ValueError("region_features takes non-empty masks")
     mean_in = inside @ per_pixel / area
     mean_ring = ring @ per_pixel / ring.sum(1, keepdims=True)
     rgb = mean_in[:, N_COLOURS : N_COLOURS + 3]
     spread = np.sqrt(np.maximum(mean_in[:, N_COLOURS + 3 : N_COLOURS + 6] - rgb**2, 0))
-    shape = np.array([_shape_numbers(m) for m in masks], np.float32).reshape(k, N_OUTLINE)
-    shape[:, 0] = np.log(area[:, 0] / (h * w))
+    outlines = [_outline(m, image) for m in masks]
+    shape = np.array([numbers for numbers, _ in outlines], np.float32).reshape(k, N_OUTLINE - 1)
     numbers = np.concatenate(
         [
             mean_in[:, :N_COLOURS],
@@ -94,45 +93,39 @@ def region_features(
             spread,
             mean_in[:, N_COLOURS + 6 :],
             mean_ring[:, N_COLOURS : N_COLOURS + 3],
+            np.log(area / (h * w)),
             shape,
             np.asarray(scores, np.float32).reshape(k, 1),
         ],
         1,
     )
-    crops = np.stack([_outline(m, image) for m in masks]) if k else np.zeros((0, 4, CROP, CROP))
-    return torch.from_numpy(numbers), torch.from_numpy(crops.astype(np.float32))
+    crops = np.stack([crop for _, crop in outlines]) if k else np.zeros((0, 4, CROP, CROP))
+    return torch.from_numpy(numbers.astype(np.float32)), torch.from_numpy(crops.astype(np.float32))
 
 
-def _hue_radians(pixels: np.ndarray) -> np.ndarray:
-    """(N,) hue angle of (N, 3) RGB in [0, 1] (0 for greys)."""
-    v, low = pixels.max(1), pixels.min(1)
-    chroma = np.maximum(v - low, 1e-6)
-    r, g, b = pixels.T
-    sector = np.where(
-        v == r, (g - b) / chroma, np.where(v == g, 2 + (b - r) / chroma, 4 + (r - g) / chroma)
-    )
-    return sector * (np.pi / 3)
+def _outline(mask: np.ndarray, image: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """A mask's outline numbers and its (4, CROP, CROP) crop.
 
-
-def _shape_numbers(mask: np.ndarray) -> list[float]:
-    """Outline numbers of a mask (the area term, first, is filled in by the caller): log
-    aspect ratio and fill of its bounding box, connected components (/5, capped), and of its
-    largest outline: solidity (area over convex hull area), circularity (4 pi area over
-    perimeter squared), fill and log aspect of the smallest rotated rectangle around it, and
-    the corners of its simplified polygon (/10)."""
+    The numbers: log aspect ratio and fill of its bounding box, connected components (/5,
+    capped), and of its largest outline: solidity (area over convex hull area), circularity
+    (4 pi area over perimeter squared), fill and log aspect of the smallest rotated rectangle
+    around it, and the corners of its simplified polygon (/10). The crop: the bounding box
+    centred in a square, the mask and the image's pixels (0-1 RGB) there, averaged down to
+    CROP a side."""
     ys, xs = np.nonzero(mask)
-    bh, bw = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    outline = max(contours, key=cv2.contourArea)
-    area = max(float(cv2.contourArea(outline)), 1.0)
-    hull = max(float(cv2.contourArea(cv2.convexHull(outline))), 1.0)
-    perimeter = max(float(cv2.arcLength(outline, True)), 1.0)
-    (_, _), (rw, rh), _ = cv2.minAreaRect(outline)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    bh, bw = y1 - y0, x1 - x0
+    as_bytes = mask.astype(np.uint8)
+    components = cv2.connectedComponents(as_bytes, connectivity=8)[0] - 1
+    contours, _ = cv2.findContours(as_bytes, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    area = max(float(cv2.contourArea(contour)), 1.0)
+    hull = max(float(cv2.contourArea(cv2.convexHull(contour))), 1.0)
+    perimeter = max(float(cv2.arcLength(contour, True)), 1.0)
+    (_, _), (rw, rh), _ = cv2.minAreaRect(contour)
     long_side, short_side = max(rw, rh, 1.0), max(min(rw, rh), 1.0)
-    corners = len(cv2.approxPolyDP(outline, 0.04 * perimeter, True))
-    return [
-        0.0,
+    corners = len(cv2.approxPolyDP(contour, 0.04 * perimeter, True))
+    numbers = [
         float(np.log(bw / bh)),
         float(len(ys) / (bh * bw)),
         min(components, 5) / 5,
@@ -142,15 +135,8 @@ def _shape_numbers(mask: np.ndarray) -> list[float]:
         float(np.log(long_side / short_side)),
         min(corners, 20) / 10,
     ]
-
-
-def _outline(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """(4, CROP, CROP): the mask's bounding box centred in a square, and the image's pixels
-    (0-1 RGB) in that square, averaged down to CROP a side."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    side = max(y1 - y0, x1 - x0)
-    top, left = y0 - (side - (y1 - y0)) // 2, x0 - (side - (x1 - x0)) // 2
+    side = max(bh, bw)
+    top, left = y0 - (side - bh) // 2, x0 - (side - bw) // 2
     square = np.zeros((4, side, side), np.float32)
     h, w = mask.shape
     sy0, sx0 = max(top, 0), max(left, 0)
@@ -158,7 +144,7 @@ def _outline(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
     window = (slice(sy0 - top, sy1 - top), slice(sx0 - left, sx1 - left))
     square[0][window] = mask[sy0:sy1, sx0:sx1]
     square[1:, window[0], window[1]] = image[sy0:sy1, sx0:sx1].transpose(2, 0, 1) / 255
-    return F.adaptive_avg_pool2d(torch.from_numpy(square), CROP).numpy()
+    return numbers, F.adaptive_avg_pool2d(torch.from_numpy(square), CROP).numpy()
 
 
 # Attribute classes the grounder's training also predicts for each mask (`TextGrounder.

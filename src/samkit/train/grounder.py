@@ -39,6 +39,7 @@ from ..data.phrases import COLOUR_NAMES, scene_phrases, words
 from ..data.synthetic import make_scene
 from ..eval.clicks import first_click
 from ..loading import GROUNDER_PREFIX, TEXT_ENCODER_KEY, VARIANT_KEY, load
+from ..masks import mask_iou
 from ..predictor import SamPredictor
 from ..text import encode_cached, get_text_encoder
 from ..text.ground import propose
@@ -100,19 +101,15 @@ def scene_record(
             rng.uniform(0, size, (config.random_points, 2)),
         ]
     )
-    state = predictor._require_image()
-    resized = predictor.transform.apply_coords(points, state.original_size)
+    resized = predictor.transform.apply_coords(points, (size, size))
     found = propose(predictor, torch.as_tensor(resized, dtype=torch.float32))
-    assert found.masks is not None
-    masks = found.masks.flatten(1).float()  # at the working size, which is the scene's
-    objects = torch.from_numpy(targets.reshape(len(targets), -1)).float()
-    inter = objects @ masks.T
-    iou = inter / (objects.sum(1)[:, None] + masks.sum(1)[None] - inter).clamp(min=1)
+    assert found.masks is not None  # at the working size, which is the scene's
+    iou = mask_iou(torch.from_numpy(targets)[:, None], found.masks[None])  # (objects, K)
     look = [words(o, size * size) for o in scene.objects]
     colour = torch.tensor([COLOUR_NAMES.index(w.colour) for w in look] + [N_COLOURS])
     shape = torch.tensor([SHAPE_CLASSES.index(w.shape) for w in look] + [len(SHAPE_CLASSES)])
     # the object each proposal covers; -1 (the classes' last entry, "none") for no object
-    best = iou.argmax(0) if len(iou) else torch.full((len(masks),), -1)
+    best = iou.argmax(0) if len(iou) else torch.full((len(found.masks),), -1)
     if len(iou):
         best[iou.max(0).values < config.label_iou] = -1
     phrases = [
