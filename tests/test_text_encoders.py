@@ -2,7 +2,7 @@
 samkit's cache) and the CLIP path, on a tiny randomly initialised open_clip model built here.
 
 open_clip needs torchvision, which does not install beside .venv's CPU torch: the CLIP tests
-skip there and run in the peer venv with `make test-clip`.
+skip there and run in a venv of their own with `make test-clip`, which CI runs.
 """
 
 from __future__ import annotations
