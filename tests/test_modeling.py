@@ -106,3 +106,25 @@ def test_decoder_rejects_mismatched_embedding_batch(tiny_sam: torch.nn.Module) -
             dense_prompt_embeddings=dense,
             multimask_output=True,
         )
+
+
+@pytest.mark.parametrize(
+    ("low", "size"), [((256, 256), (1024, 1024)), ((32, 32), (128, 128)), ((64, 48), (700, 333))]
+)
+def test_postprocess_resize_gives_torchs_bilinear_values(
+    low: tuple[int, int], size: tuple[int, int]
+) -> None:
+    import torch.nn.functional as F
+
+    from samkit.modeling.sam import _resize
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, *low) * 10
+    want = F.interpolate(logits.reshape(6, 1, *low), size, mode="bilinear", align_corners=False)
+    got = _resize(logits, size)  # OpenCV at whole factors, torch at the other scale
+    assert got.shape == (2, 3, *size)
+    assert torch.allclose(got, want.reshape(2, 3, *size), atol=1e-4)
+    with torch.enable_grad():  # training's resize keeps its gradient
+        leaf = logits.clone().requires_grad_(True)
+        _resize(leaf, size).sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
