@@ -15,7 +15,7 @@ import samkit
 from samkit import SamPredictor
 from samkit.cli import main as cli_main
 from samkit.data import make_scene
-from samkit.data.phrases import COLOUR_NAMES, colour_indices, colour_name
+from samkit.data.phrases import COLOUR_NAMES, colour_indices, colour_name, scene_phrases
 from samkit.loading import BUNDLED_GROUNDED, bundled_path, model_identity
 from samkit.text import encode_cached
 from samkit.text.ground import grid_points, image_proposals, propose, work_masks
@@ -212,6 +212,11 @@ def test_training_command_trains_resumes_and_checks_options(
     predictor.set_image(make_scene(3, 2, 128).image)
     masks, _, _ = predictor.predict(text="the green star", multimask_output=False)
     assert masks.shape == (1, 128, 128)
+    saved["grounder"].pop("polar.0.weight")  # a checkpoint of another grounder design
+    torch.save(saved, out / "grounder_checkpoint.pt")
+    with pytest.raises(SystemExit):
+        train_main(["--out", str(out), "--config", str(config)])
+    assert "another design" in capsys.readouterr().err
     config.write_text(json.dumps({"scenes": 3, "steps": 5, "scenes_per_step": 2}))
     for argv, why in (
         (["--out", str(out), "--config", str(config)], "another config"),
@@ -276,7 +281,87 @@ def test_grounder_weights_of_any_width_load_and_bad_ones_are_named(tmp_path: Pat
     write_safetensors(broken, path, {"samkit_variant": "samkit_default"})
     with pytest.raises(ValueError, match=r"wide\.safetensors: the text grounder's weights do not"):
         samkit.load(path)
+    earlier = {k: v for k, v in model.state_dict().items() if ".polar." not in k}
+    write_safetensors(earlier, path, {"samkit_variant": "samkit_default"})
+    with pytest.raises(ValueError, match="earlier samkit design: train it again"):
+        samkit.load(path)
     alone = {k: v for k, v in broken.items() if not k.startswith(GROUNDER_PREFIX + "text.")}
     write_safetensors(alone, path, {"samkit_variant": "samkit_default"})
     with pytest.raises(ValueError, match="text grounder weights without"):
         samkit.load(path)
+
+
+def test_a_phrase_adds_the_log_chance_of_the_colour_and_shape_it_names() -> None:
+    from samkit.text.grounding import N_ATTRIBUTES, SHAPE_CLASSES, TextGrounder
+
+    torch.manual_seed(0)
+    grounder = TextGrounder(8, width=16).eval()
+    phrases, regions = torch.randn(2, 16), torch.randn(3, 16)
+    dot = phrases @ regions.T * grounder.scale
+    red, disc = COLOUR_NAMES.index("red"), N_COLOURS + 1 + SHAPE_CLASSES.index("disc")
+    unnamed, no_shape = N_COLOURS, N_ATTRIBUTES - 1
+    with torch.no_grad():
+        grounder.text_attributes.weight.zero_()
+        grounder.attributes.weight.zero_()
+        bias = torch.full((N_ATTRIBUTES,), -30.0)
+        bias[[unnamed, no_shape]] = 30.0  # names neither colour nor shape
+        grounder.text_attributes.bias.copy_(bias)
+        assert torch.allclose(grounder.score(phrases, regions), dot, atol=1e-5)
+        bias[[unnamed, red]] = torch.tensor([-30.0, 30.0])  # names "red" only
+        grounder.text_attributes.bias.copy_(bias)
+        has = torch.zeros(N_ATTRIBUTES)
+        has[[red, disc]] = 2.0
+        grounder.attributes.bias.copy_(has)
+        colours = has[: N_COLOURS + 1].log_softmax(-1)
+        got = grounder.score(phrases, regions)
+    assert torch.allclose(got, dot + colours[red], atol=1e-4)
+
+
+def test_phrase_labels_name_the_colour_and_shape_each_phrase_says() -> None:
+    from samkit.data.phrases import COLOUR_WORDS, SHAPE_WORDS, words
+    from samkit.text.grounding import SHAPE_CLASSES
+    from samkit.train.grounder import GrounderConfig, phrase_labels
+
+    config = GrounderConfig(phrase_draws=1)
+    seen = set()
+    for index in range(6):
+        scene = make_scene(config.scene_seed, index, 128)
+        look = [words(o, 128 * 128) for o in scene.objects]
+        phrases = scene_phrases(scene, np.random.default_rng([config.scene_seed, index, 0]))
+        labels = phrase_labels(config, index, scene)
+        assert [(p.text, p.target) for p in phrases] == [(t, o) for t, o, _, _ in labels]
+        for p, (_, target, colour, shape) in zip(phrases, labels, strict=True):
+            seen.add(p.kind)
+            says_colour = p.kind in ("colour+shape", "colour", "group")
+            says_shape = p.kind in ("colour+shape", "shape", "group")
+            want_colour = COLOUR_NAMES.index(look[target].colour) if says_colour else N_COLOURS
+            want_shape = (
+                SHAPE_CLASSES.index(look[target].shape) if says_shape else len(SHAPE_CLASSES)
+            )
+            assert (colour, shape) == (want_colour, want_shape), p
+            if colour < N_COLOURS:  # the phrase's words say it, not only its kind
+                assert any(w in p.text for w in COLOUR_WORDS[COLOUR_NAMES[colour]][0]), p
+            if shape < SHAPE_CLASSES.index("group"):
+                assert any(w in p.text for w in SHAPE_WORDS[SHAPE_CLASSES[shape]][0]), p
+    assert {"colour+shape", "colour", "part"} <= seen
+
+
+def test_polar_spectrum_does_not_turn_with_the_shape_and_tells_a_star_by_its_points() -> None:
+    import cv2
+
+    from samkit.text.grounding import polar_spectrum
+
+    masks = np.zeros((3, 96, 96), np.uint8)
+    cv2.circle(masks[0], (48, 48), 40, 1, -1)
+    angles = np.arange(10) * np.pi / 5
+    radii = np.where(np.arange(10) % 2 == 0, 44, 20)
+    for i, turn in ((1, 0.0), (2, 0.4)):  # the same five-pointed star, turned by 0.4 rad
+        star = np.stack([48 + radii * np.sin(angles + turn), 48 - radii * np.cos(angles + turn)], 1)
+        cv2.fillPoly(masks[i], [star.round().astype(np.int32)], 1)
+    _, crops = region_features(np.zeros((96, 96, 3), np.uint8), masks.astype(bool), np.ones(3))
+    spectrum = polar_spectrum(crops)
+    harmonics = spectrum[:, :16]  # of each ray's extent, over the mean: the 1st is index 0
+    assert harmonics[0].max() < 0.05  # a disc reaches equally far every way
+    assert harmonics[1, 4] > 0.1 and harmonics[1, 4] == harmonics[1].max()  # five points
+    assert torch.allclose(spectrum[1], spectrum[2], atol=0.03)
+    assert not torch.allclose(spectrum[0], spectrum[1], atol=0.03)

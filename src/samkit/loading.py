@@ -131,7 +131,17 @@ def add_text_head(model: Sam, state_dict: dict[str, torch.Tensor], path: Path) -
         try:
             module.load_state_dict(grounder)
         except RuntimeError as err:
-            raise ValueError(f"{path}: the text grounder's weights do not fit: {err}") from None
+            # grounders made before the outline spectrum and the phrase's colour and shape
+            # (2026-12-06) have no polar.* weights, and nothing reads them now
+            hint = (
+                " (a grounder of an earlier samkit design: train it again with"
+                " `python -m samkit.train.grounder`)"
+                if "polar.0.weight" not in grounder
+                else ""
+            )
+            raise ValueError(
+                f"{path}: the text grounder's weights do not fit{hint}: {err}"
+            ) from None
         model.text_grounder = module.to(model.device).eval()
     model.text_encoder = read_metadata(path).get(TEXT_ENCODER_KEY, DEFAULT_TEXT_ENCODER)
 

@@ -30,6 +30,8 @@ RING = 2  # px width of the ring around a mask whose colours are described too
 MAX_SIDE = 256  # longest image side at which masks are described
 N_COLOURS = len(COLOUR_NAMES)
 N_OUTLINE = 9  # log area fraction, then `_outline`'s numbers
+ANGLES, RADII = 32, 12  # the polar grid a crop's mask is sampled on (`polar_spectrum`)
+N_POLAR = (ANGLES // 2) + RADII * 9 + 1
 # Per-mask numbers: colour-name histograms inside and in the ring, mean and spread of RGB,
 # mean hue (as a saturation-weighted unit vector), saturation and value, ring mean RGB, the
 # outline numbers, and the model's predicted IoU.
@@ -147,15 +149,47 @@ def _outline(mask: np.ndarray, image: np.ndarray) -> tuple[list[float], np.ndarr
     return numbers, F.adaptive_avg_pool2d(torch.from_numpy(square), CROP).numpy()
 
 
-# Attribute classes the grounder's training also predicts for each mask (`TextGrounder.
-# attributes`): the colour name and the shape of the object it covers, or "none".
+def polar_spectrum(crops: torch.Tensor) -> torch.Tensor:
+    """(K, N_POLAR) numbers about the shape of each crop's mask (channel 0 of `region_features`'
+    crops) that do not change when the mask turns: the mask is sampled on a polar grid about
+    its centroid (ANGLES rays, RADII steps out to the crop's corners), and what is kept is
+    the size of the Fourier terms along the angle: of each ray's extent (harmonics 1-16, over
+    the mean; a disc has none, an ellipse the 2nd, a five-pointed star the 5th), of each
+    radius's ring (terms 0-8, over the mask's total), and the mean extent."""
+    mask = crops[:, :1].float()
+    side = mask.shape[-1]
+    axis = (torch.arange(side, dtype=mask.dtype, device=mask.device) + 0.5) / side * 2 - 1
+    weight = mask[:, 0].sum((1, 2)).clamp(min=1e-6)
+    cy = (mask[:, 0] * axis[:, None]).sum((1, 2)) / weight
+    cx = (mask[:, 0] * axis[None, :]).sum((1, 2)) / weight
+    angle = torch.arange(ANGLES, dtype=mask.dtype, device=mask.device) * (2 * torch.pi / ANGLES)
+    radius = (torch.arange(RADII, dtype=mask.dtype, device=mask.device) + 0.5) / RADII * 2**0.5
+    x = cx[:, None, None] + radius[None, :, None] * torch.cos(angle)[None, None, :]
+    y = cy[:, None, None] + radius[None, :, None] * torch.sin(angle)[None, None, :]
+    polar = F.grid_sample(mask, torch.stack([x, y], -1), align_corners=False)[:, 0]
+    extent = torch.fft.rfft(polar.mean(1), dim=-1).abs()  # (K, ANGLES // 2 + 1)
+    rings = torch.fft.rfft(polar, dim=-1).abs()[:, :, :9]  # (K, RADII, 9)
+    rings = rings / rings[:, :, :1].sum(1, keepdim=True).clamp(min=1e-6)
+    mean = extent[:, :1]
+    return torch.cat([extent[:, 1:] / mean.clamp(min=1e-6), rings.flatten(1), mean / ANGLES], 1)
+
+
+# Attribute classes: the colour name and the shape of the object a mask covers, or "none"
+# (`TextGrounder.attributes`), and the colour and shape a phrase names, or "unnamed"
+# (`TextGrounder.text_attributes`); the last class of each is the "none"/"unnamed" one.
 SHAPE_CLASSES = (*SHAPES, "group")
 N_ATTRIBUTES = (N_COLOURS + 1) + (len(SHAPE_CLASSES) + 1)
 
 
 class TextGrounder(nn.Module):
     """Scores masks against phrases: (P, text_dim) text vectors and K masks' `region_features`
-    -> (P, K) scores, higher for the mask the phrase names."""
+    -> (P, K) scores, higher for the mask the phrase names.
+
+    A score is the dot product of the phrase's and the mask's embeddings, plus how likely the
+    mask is to have the colour and the shape the phrase names: for each class, the chance
+    the phrase names it (`text_attributes`) times the log-chance the mask has it
+    (`attributes`), weighted by the learned `attribute_scale`. A phrase that names no colour
+    (or no shape) adds nothing for it."""
 
     feature_mean: torch.Tensor
     feature_std: torch.Tensor
@@ -181,10 +215,14 @@ class TextGrounder(nn.Module):
             nn.Linear(64 * (CROP // 8) ** 2, width),
             nn.GELU(),
         )
-        self.fuse = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, width))
+        self.polar = nn.Sequential(
+            nn.Linear(N_POLAR, width), nn.GELU(), nn.Linear(width, width), nn.GELU()
+        )
+        self.fuse = nn.Sequential(nn.Linear(3 * width, width), nn.GELU(), nn.Linear(width, width))
         self.scale = nn.Parameter(torch.tensor(width**-0.5))
-        # training only: what each mask covers, a denser signal than one phrase's target
-        self.attributes = nn.Linear(width, N_ATTRIBUTES)
+        self.attributes = nn.Linear(width, N_ATTRIBUTES)  # of a mask's embedding
+        self.text_attributes = nn.Linear(width, N_ATTRIBUTES)  # of a phrase's embedding
+        self.attribute_scale = nn.Parameter(torch.tensor(1.0))
         # the training set's per-feature mean and spread, which `regions` normalises by
         self.register_buffer("feature_mean", torch.zeros(N_FEATURES))
         self.register_buffer("feature_std", torch.ones(N_FEATURES))
@@ -192,9 +230,20 @@ class TextGrounder(nn.Module):
     def regions(self, numbers: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
         """(K, width) embeddings of K masks' `region_features`."""
         x = (numbers - self.feature_mean) / self.feature_std
-        return self.fuse(torch.cat([self.numbers(x), self.outline(crops)], -1))
+        shape = self.polar(polar_spectrum(crops))
+        return self.fuse(torch.cat([self.numbers(x), self.outline(crops), shape], -1))
+
+    def score(self, phrases: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """(P, K) scores of P phrase embeddings (`text`) against K `regions`."""
+        named = self.text_attributes(phrases)
+        has = self.attributes(regions)
+        likely = torch.zeros(len(phrases), len(regions), device=phrases.device)
+        for part in (slice(0, N_COLOURS + 1), slice(N_COLOURS + 1, N_ATTRIBUTES)):
+            chance = named[:, part].softmax(-1)[:, :-1]  # the "unnamed" class adds nothing
+            likely = likely + chance @ has[:, part].log_softmax(-1)[:, :-1].T
+        return phrases @ regions.T * self.scale + self.attribute_scale * likely
 
     def forward(
         self, texts: torch.Tensor, numbers: torch.Tensor, crops: torch.Tensor
     ) -> torch.Tensor:
-        return self.text(texts) @ self.regions(numbers, crops).T * self.scale
+        return self.score(self.text(texts), self.regions(numbers, crops))

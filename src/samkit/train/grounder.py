@@ -10,9 +10,9 @@ Two phases, both resumable (run the same command again after a kill):
    object it covers are kept (`proposals.pt`, written every 100 scenes).
 2. **Matching.** The grounder learns to score, for each phrase of a scene
    (`samkit.data.phrases`), the proposals that cover its object best above the others
-   (softmax cross-entropy over the scene's proposals, plus the IoU its scores expect), and to
-   name each proposal's colour and shape (a denser signal than one phrase's target). A
-   checkpoint every 500 steps.
+   (softmax cross-entropy over the scene's proposals, plus the IoU its scores expect), to
+   name each proposal's colour and shape (a denser signal than one phrase's target), and to
+   read which colour and shape each phrase names. A checkpoint every 500 steps.
 
 The grounder's weights go to OUT/grounder.safetensors (keys `text_grounder.*`, metadata naming
 the text encoder), which `samkit.load` attaches to the model: the shipped `samkit_text` is
@@ -36,7 +36,7 @@ from .._atomic import atomic_path
 from ..build import variant_registry
 from ..checkpoints import write_safetensors
 from ..data.phrases import COLOUR_NAMES, scene_phrases, words
-from ..data.synthetic import make_scene
+from ..data.synthetic import Scene, make_scene
 from ..eval.clicks import first_click
 from ..loading import GROUNDER_PREFIX, TEXT_ENCODER_KEY, VARIANT_KEY, load
 from ..masks import mask_iou
@@ -47,6 +47,9 @@ from ..text.grounding import N_COLOURS, SHAPE_CLASSES, TextGrounder
 
 CHECKPOINT_STEPS = 500
 SAVE_SCENES = 100
+# phrase kinds (`samkit.data.phrases.KINDS`) that name their object's colour, and its shape
+NAMES_COLOUR = ("colour+shape", "colour", "group")
+NAMES_SHAPE = ("colour+shape", "shape", "group")
 
 
 @dataclass(frozen=True)
@@ -112,11 +115,7 @@ def scene_record(
     best = iou.argmax(0) if len(iou) else torch.full((len(found.masks),), -1)
     if len(iou):
         best[iou.max(0).values < config.label_iou] = -1
-    phrases = [
-        (p.text, p.target)
-        for draw in range(config.phrase_draws)
-        for p in scene_phrases(scene, np.random.default_rng([config.scene_seed, index, draw]))
-    ]
+    phrases = [(text, target) for text, target, _, _ in phrase_labels(config, index, scene)]
     return {
         "numbers": found.numbers,
         "crops": found.crops.half(),
@@ -125,6 +124,25 @@ def scene_record(
         "shape": shape[best],
         "phrases": phrases,
     }
+
+
+def phrase_labels(
+    config: GrounderConfig, index: int, scene: Scene
+) -> list[tuple[str, int, int, int]]:
+    """Scene `index`'s phrases in `config.phrase_draws` phrasings: (text, target object, the
+    colour it names, the shape it names), the colour and shape as indices into COLOUR_NAMES
+    and SHAPE_CLASSES, or the class after the last when the phrase names none (a part's
+    phrase names its whole's colour and shape, not the part's)."""
+    look = [words(o, scene.image.shape[0] * scene.image.shape[1]) for o in scene.objects]
+    out = []
+    for draw in range(config.phrase_draws):
+        rng = np.random.default_rng([config.scene_seed, index, draw])
+        for p in scene_phrases(scene, rng):
+            w = look[p.target]
+            colour = COLOUR_NAMES.index(w.colour) if p.kind in NAMES_COLOUR else N_COLOURS
+            shape = SHAPE_CLASSES.index(w.shape) if p.kind in NAMES_SHAPE else len(SHAPE_CLASSES)
+            out.append((p.text, p.target, colour, shape))
+    return out
 
 
 def make_proposals(
@@ -149,14 +167,21 @@ def make_proposals(
 def _matching_loss(
     grounder: TextGrounder,
     record: dict[str, Any],
+    named: torch.Tensor,
     vectors: dict[str, torch.Tensor],
     config: GrounderConfig,
     device: torch.device,
+    rng: np.random.Generator,
 ) -> torch.Tensor:
-    """One scene's attribute loss, plus its matching loss for the phrases whose object some
-    proposal covers (`vectors`: phrase -> text vector)."""
+    """One scene's attribute losses (of its proposals and of its phrases, `named`: (P, 2) the
+    colour and shape each names, `phrase_labels`), plus its matching loss for the phrases
+    whose object some proposal covers (`vectors`: phrase -> text vector). The crops turn by
+    a random quarter and flip (`rng`): what a shape is called does not depend on how it lies."""
     numbers = record["numbers"].to(device)
-    regions = grounder.regions(numbers, record["crops"].float().to(device))
+    crops = torch.rot90(record["crops"].float().to(device), int(rng.integers(4)), (2, 3))
+    if rng.random() < 0.5:
+        crops = crops.flip(3)
+    regions = grounder.regions(numbers, crops)
     attributes = grounder.attributes(regions)
     loss = config.attribute_weight * (
         F.cross_entropy(attributes[:, : N_COLOURS + 1], record["colour"].to(device))
@@ -164,17 +189,23 @@ def _matching_loss(
     )
     if record["phrases"]:
         targets = torch.tensor([t for _, t in record["phrases"]])
+        phrases = grounder.text(torch.stack([vectors[t] for t, _ in record["phrases"]]).to(device))
+        read = grounder.text_attributes(phrases)
+        named = named.to(device)
+        loss = loss + config.attribute_weight * (
+            F.cross_entropy(read[:, : N_COLOURS + 1], named[:, 0])
+            + F.cross_entropy(read[:, N_COLOURS + 1 :], named[:, 1])
+        )
         iou = record["iou"].float()[targets].to(device)  # (P, K)
         best = iou.max(1, keepdim=True).values
         positive = (iou >= best - config.positive_margin) & (best >= config.min_target_iou)
-        named = positive.any(1)
-        if named.any():
-            texts = torch.stack([vectors[t] for t, _ in record["phrases"]]).to(device)
-            scores = (grounder.text(texts) @ regions.T * grounder.scale)[named]
-            positive = positive[named]
+        covered = positive.any(1)
+        if covered.any():
+            scores = grounder.score(phrases, regions)[covered]
+            positive = positive[covered]
             hits = scores.masked_fill(~positive, -torch.inf).logsumexp(1)
             loss = loss + (scores.logsumexp(1) - hits).mean()
-            expected = (scores.softmax(1) * iou[named]).sum(1).mean()
+            expected = (scores.softmax(1) * iou[covered]).sum(1).mean()
             loss = loss - config.expected_iou_weight * expected
     return loss
 
@@ -188,6 +219,14 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
     grounder = TextGrounder(get_text_encoder(config.text_encoder).dim, config.width)
     model.text_grounder = grounder  # so that the predictor keeps the pixels it describes
     records = make_proposals(config, out, SamPredictor(model), log)
+    named = []
+    for index, record in enumerate(records):
+        labels = phrase_labels(
+            config, index, make_scene(config.scene_seed, index, config.scene_size)
+        )
+        if [(t, o) for t, o, _, _ in labels] != [tuple(p) for p in record["phrases"]]:
+            raise ValueError(f"{out}/proposals.pt: scene {index}'s phrases are not this config's")
+        named.append(torch.tensor([[c, s] for _, _, c, s in labels]).reshape(-1, 2))
     texts = sorted({text for r in records for text, _ in r["phrases"]})
     vectors = dict(zip(texts, encode_cached(config.text_encoder, texts), strict=True))
     numbers = torch.cat([r["numbers"] for r in records])
@@ -202,7 +241,13 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
     step = 0
     if checkpoint.is_file():
         saved = torch.load(checkpoint, weights_only=True, map_location=device)
-        grounder.load_state_dict(saved["grounder"])
+        try:
+            grounder.load_state_dict(saved["grounder"])
+        except RuntimeError as err:
+            raise ValueError(
+                f"{checkpoint} holds a grounder of another design (an earlier samkit's?): "
+                f"use another --out, or delete it to train again on the same proposals: {err}"
+            ) from None
         opt.load_state_dict(saved["opt"])
         schedule.load_state_dict(saved["schedule"])
         step = int(saved["step"])
@@ -211,7 +256,9 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
         rng = np.random.default_rng([config.seed, step])
         loss = torch.zeros((), device=device)
         for index in rng.integers(0, len(records), config.scenes_per_step):
-            loss = loss + _matching_loss(grounder, records[index], vectors, config, device)
+            loss = loss + _matching_loss(
+                grounder, records[index], named[index], vectors, config, device, rng
+            )
         opt.zero_grad()
         (loss / config.scenes_per_step).backward()
         opt.step()
@@ -287,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(entry: dict[str, Any]) -> None:
         print(json.dumps(entry), file=sys.stderr, flush=True)
 
-    path = train_grounder(config, args.out, device, log)
+    try:
+        path = train_grounder(config, args.out, device, log)
+    except ValueError as err:  # a run folder holding another design's files
+        parser.error(str(err))
     print(path)
     return 0
 
