@@ -31,7 +31,8 @@ MAX_SIDE = 256  # longest image side at which masks are described
 N_COLOURS = len(COLOUR_NAMES)
 N_OUTLINE = 9  # log area fraction, then `_outline`'s numbers
 ANGLES, RADII = 32, 12  # the polar grid a crop's mask is sampled on (`polar_spectrum`)
-N_POLAR = (ANGLES // 2) + RADII * 9 + 1
+RING_TERMS = 9  # Fourier terms kept of each radius's ring
+N_POLAR = (ANGLES // 2) + RADII * RING_TERMS + 1
 # Per-mask numbers: colour-name histograms inside and in the ring, mean and spread of RGB,
 # mean hue (as a saturation-weighted unit vector), saturation and value, ring mean RGB, the
 # outline numbers, and the model's predicted IoU.
@@ -155,7 +156,7 @@ def polar_spectrum(crops: torch.Tensor) -> torch.Tensor:
     its centroid (ANGLES rays, RADII steps out to the crop's corners), and what is kept is
     the size of the Fourier terms along the angle: of each ray's extent (harmonics 1-16, over
     the mean; a disc has none, an ellipse the 2nd, a five-pointed star the 5th), of each
-    radius's ring (terms 0-8, over the mask's total), and the mean extent."""
+    radius's ring (the first RING_TERMS, over the mask's total), and the mean extent."""
     mask = crops[:, :1].float()
     side = mask.shape[-1]
     axis = (torch.arange(side, dtype=mask.dtype, device=mask.device) + 0.5) / side * 2 - 1
@@ -168,7 +169,7 @@ def polar_spectrum(crops: torch.Tensor) -> torch.Tensor:
     y = cy[:, None, None] + radius[None, :, None] * torch.sin(angle)[None, None, :]
     polar = F.grid_sample(mask, torch.stack([x, y], -1), align_corners=False)[:, 0]
     extent = torch.fft.rfft(polar.mean(1), dim=-1).abs()  # (K, ANGLES // 2 + 1)
-    rings = torch.fft.rfft(polar, dim=-1).abs()[:, :, :9]  # (K, RADII, 9)
+    rings = torch.fft.rfft(polar, dim=-1).abs()[:, :, :RING_TERMS]  # (K, RADII, RING_TERMS)
     rings = rings / rings[:, :, :1].sum(1, keepdim=True).clamp(min=1e-6)
     mean = extent[:, :1]
     return torch.cat([extent[:, 1:] / mean.clamp(min=1e-6), rings.flatten(1), mean / ANGLES], 1)
