@@ -199,6 +199,22 @@ def test_prepared_decoder_equals_plain_decoder(predictor: SamPredictor) -> None:
         torch.testing.assert_close(f, p, atol=1e-5, rtol=1e-5)
 
 
+def test_every_mask_is_the_single_then_the_multimask_outputs_of_one_pass(
+    predictor: SamPredictor,
+) -> None:
+    coords = torch.tensor([[[10.0, 20.0]], [[100.0, 60.0]]])
+    labels = torch.ones(2, 1, dtype=torch.int)
+    low_res = predictor.decode_low_res(coords, labels, None, None, True)[0]
+    mask_input = low_res[:, :1]  # the prepared path, then the mask prompt's plain decoder
+    for mask in (None, mask_input):
+        every = predictor.decode_low_res(coords, labels, None, mask, False, every_mask=True)
+        single = predictor.decode_low_res(coords, labels, None, mask, False)
+        multi = predictor.decode_low_res(coords, labels, None, mask, True)
+        assert every[0].shape[:2] == every[1].shape == (2, 4)
+        for got, one, three in zip(every, single, multi, strict=True):
+            torch.testing.assert_close(got, torch.cat([one, three], 1), atol=1e-5, rtol=1e-5)
+
+
 def test_bf16_masks_agree_with_fp32(tiny_sam: Sam, image: np.ndarray) -> None:
     masks = {}
     for precision in ("fp32", "bf16"):

@@ -342,10 +342,13 @@ class SamPredictor:
         mask_input: torch.Tensor | None,
         multimask_output: bool,
         text_embeddings: torch.Tensor | None = None,
+        *,
+        every_mask: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's low-res logits (B, C, 256, 256) and predicted IoUs (B, C), float32,
         for prompts as `predict_torch` takes them (checked there), the text as a text token;
-        nothing is upscaled."""
+        nothing is upscaled. every_mask: all C = 4 outputs of one decoder pass, the
+        single-mask one first (multimask_output then plays no part)."""
         state = self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
         with self.decode_autocast():
@@ -359,6 +362,14 @@ class SamPredictor:
                     sparse_prompt_embeddings=sparse,
                     prepared=state.prepared,
                     multimask_output=multimask_output,
+                    every_mask=every_mask,
+                )
+            elif every_mask:
+                low_res_masks, iou_predictions = decoder.predict_masks(
+                    image_embeddings=state.features,
+                    image_pe=state.image_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
                 )
             else:
                 low_res_masks, iou_predictions = decoder(

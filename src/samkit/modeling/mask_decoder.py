@@ -112,12 +112,17 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         prepared: ImageKeys,
         multimask_output: bool,
+        every_mask: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward`'s outputs for prompts without a mask prompt on an image whose
         prompt-independent work is `prepared` (`prepare`): the factored path (`factored.py`),
         in cache-sized chunks of prompts. The predictor and AMG use it; it reads the weights,
-        not the submodules' forwards, and computes no gradients (training takes `forward`)."""
-        mask_slice = slice(1, None) if multimask_output else slice(0, 1)
+        not the submodules' forwards, and computes no gradients (training takes `forward`).
+        every_mask: all num_mask_tokens outputs, the single-mask one first, in one pass."""
+        if every_mask:
+            mask_slice = slice(0, None)
+        else:
+            mask_slice = slice(1, None) if multimask_output else slice(0, 1)
         outputs = [
             self._predict_factored(sparse, prepared, image_pe, mask_slice)
             for sparse in self._prompt_chunks(sparse_prompt_embeddings, image_pe)

@@ -151,9 +151,10 @@ def ground(
     args = (point_coords, point_labels, boxes, mask_input)
     one_click = point_coords is not None and point_coords.shape[1] == 1
     if one_click and boxes is None and mask_input is None:  # ambiguous: the text decides
-        low3, iou3 = predictor.decode_low_res(*args, True)
-        low1, iou1 = predictor.decode_low_res(*args, False)
-        low_res, iou = torch.cat([low3, low1], 1), torch.cat([iou3, iou1], 1)  # (B, 4, h, w)
+        low_res, iou = predictor.decode_low_res(*args, True, every_mask=True)
+        outputs = low_res.shape[1]
+        multimask_first = torch.tensor([*range(1, outputs), 0], device=low_res.device)
+        low_res, iou = low_res[:, multimask_first], iou[:, multimask_first]  # (B, 4, h, w)
     elif multimask_output:
         low_res, iou = predictor.decode_low_res(*args, True)
     else:  # clicks, a box or a mask prompt settle which object: the model's own mask
