@@ -45,6 +45,9 @@ class Proposals:
     crops: torch.Tensor  # (K, 4, CROP, CROP)
     # (K, h, w) bool at `work_size`: training's targets; not kept with an image's embedding
     masks: torch.Tensor | None = None
+    # (K, width) the grounder's embeddings of them (`TextGrounder.regions`), which every
+    # text-alone prompt scores against: made once, with the ones kept with an image's embedding
+    regions: torch.Tensor | None = None
 
 
 def grid_points(input_size: tuple[int, int], n: int = GRID) -> torch.Tensor:
@@ -114,8 +117,14 @@ def image_proposals(predictor: SamPredictor) -> Proposals:
     the first call and then kept with the image's embedding."""
     state: ImageEmbedding = predictor._require_image()
     if state.proposals is None:
+        grounder = predictor.model.text_grounder
+        assert isinstance(grounder, TextGrounder)
         found = propose(predictor, grid_points(state.input_size))
-        state.proposals = dataclasses.replace(found, masks=None)  # ~10 MB at 256 px
+        with torch.no_grad():
+            device = predictor.device
+            regions = grounder.regions(found.numbers.to(device), found.crops.to(device))
+        # the masks (~10 MB at 256 px) are not kept
+        state.proposals = dataclasses.replace(found, masks=None, regions=regions)
     return state.proposals
 
 
@@ -138,7 +147,8 @@ def ground(
         found = image_proposals(predictor)
         if not len(found.points):
             return _nothing(predictor, len(texts), keep)
-        scores = grounder(texts, found.numbers.to(texts.device), found.crops.to(texts.device))
+        assert found.regions is not None  # made with the proposals
+        scores = grounder.score(grounder.text(texts), found.regions)
         top = scores.topk(min(keep, scores.shape[1]), dim=1).indices  # (B, C')
         top = torch.cat([top, top[:, -1:].expand(-1, keep - top.shape[1])], 1).cpu()
         points = found.points[top].reshape(-1, 1, 2).to(predictor.device)

@@ -4,10 +4,11 @@ A model's `text_grounder` scores masks against phrases. The masks are proposed b
 itself: a grid of point prompts, three masks each (`samkit.text.ground`), or the masks of
 the user's own clicks. Each mask is described by what it looks like (`region_features`): the
 basic colour names of its pixels and of a ring around it, colour statistics, size, numbers
-about its outline, and a small square crop of the mask with the pixels around it. The
-grounder embeds that description and the phrase's text-encoder vector into one space; the
-score is their dot product. The text alone then gives the best scoring proposal; text with
-clicks picks among the clicks' masks.
+about its outline, and a small square crop of the mask with the pixels around it (and the
+crop's `polar_spectrum`). The grounder embeds that description and the phrase's text-encoder
+vector into one space; the score is their dot product plus how likely the mask is to have
+the colour and shape the phrase names (`TextGrounder.score`). The text alone then gives the
+best scoring proposal; text with clicks picks among the clicks' masks.
 
 This is a second way of taking text besides the paper's text token
 (`PromptEncoder.text_projection`): the grounder leaves the encoder and decoder untouched, so

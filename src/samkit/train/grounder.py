@@ -26,7 +26,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -92,7 +92,8 @@ class GrounderConfig:
 def scene_record(
     predictor: SamPredictor, config: GrounderConfig, index: int, rng: np.random.Generator
 ) -> dict[str, Any]:
-    """Scene `index`'s proposals, their features, IoUs and colour/shape labels, and phrases."""
+    """Scene `index`'s proposals, their features, IoUs and colour/shape labels (its phrases are
+    `phrase_labels`, a pure function of the scene)."""
     scene = make_scene(config.scene_seed, index, config.scene_size)
     predictor.set_image(scene.image)
     targets = scene.masks
@@ -115,14 +116,12 @@ def scene_record(
     best = iou.argmax(0) if len(iou) else torch.full((len(found.masks),), -1)
     if len(iou):
         best[iou.max(0).values < config.label_iou] = -1
-    phrases = [(text, target) for text, target, _, _ in phrase_labels(config, index, scene)]
     return {
         "numbers": found.numbers,
         "crops": found.crops.half(),
         "iou": iou.half(),
         "colour": colour[best],
         "shape": shape[best],
-        "phrases": phrases,
     }
 
 
@@ -143,6 +142,15 @@ def phrase_labels(
             shape = SHAPE_CLASSES.index(w.shape) if p.kind in NAMES_SHAPE else len(SHAPE_CLASSES)
             out.append((p.text, p.target, colour, shape))
     return out
+
+
+class ScenePhrases(NamedTuple):
+    """A scene's phrases as training reads them: (P, D) text vectors, (P,) target objects and
+    (P, 2) the colour and shape each names (`phrase_labels`)."""
+
+    vectors: torch.Tensor
+    targets: torch.Tensor
+    named: torch.Tensor
 
 
 def make_proposals(
@@ -167,16 +175,15 @@ def make_proposals(
 def _matching_loss(
     grounder: TextGrounder,
     record: dict[str, Any],
-    named: torch.Tensor,
-    vectors: dict[str, torch.Tensor],
+    phrases: ScenePhrases | None,
     config: GrounderConfig,
     device: torch.device,
     rng: np.random.Generator,
 ) -> torch.Tensor:
-    """One scene's attribute losses (of its proposals and of its phrases, `named`: (P, 2) the
-    colour and shape each names, `phrase_labels`), plus its matching loss for the phrases
-    whose object some proposal covers (`vectors`: phrase -> text vector). The crops turn by
-    a random quarter and flip (`rng`): what a shape is called does not depend on how it lies."""
+    """One scene's attribute losses (of its proposals, and of its `phrases`: the colour and
+    shape each names), plus its matching loss for the phrases whose object some proposal
+    covers. The crops turn by a random quarter and flip (`rng`): what a shape is called does
+    not depend on how it lies."""
     numbers = record["numbers"].to(device)
     crops = torch.rot90(record["crops"].float().to(device), int(rng.integers(4)), (2, 3))
     if rng.random() < 0.5:
@@ -187,21 +194,21 @@ def _matching_loss(
         F.cross_entropy(attributes[:, : N_COLOURS + 1], record["colour"].to(device))
         + F.cross_entropy(attributes[:, N_COLOURS + 1 :], record["shape"].to(device))
     )
-    if record["phrases"]:
-        targets = torch.tensor([t for _, t in record["phrases"]])
-        phrases = grounder.text(torch.stack([vectors[t] for t, _ in record["phrases"]]).to(device))
-        read = grounder.text_attributes(phrases)
-        named = named.to(device)
+    if phrases is not None:
+        embedded = grounder.text(phrases.vectors.to(device))
+        read = grounder.text_attributes(embedded)
+        named = phrases.named.to(device)
         loss = loss + config.attribute_weight * (
             F.cross_entropy(read[:, : N_COLOURS + 1], named[:, 0])
             + F.cross_entropy(read[:, N_COLOURS + 1 :], named[:, 1])
         )
+        targets = phrases.targets
         iou = record["iou"].float()[targets].to(device)  # (P, K)
         best = iou.max(1, keepdim=True).values
         positive = (iou >= best - config.positive_margin) & (best >= config.min_target_iou)
         covered = positive.any(1)
         if covered.any():
-            scores = grounder.score(phrases, regions)[covered]
+            scores = grounder.score(embedded, regions)[covered]
             positive = positive[covered]
             hits = scores.masked_fill(~positive, -torch.inf).logsumexp(1)
             loss = loss + (scores.logsumexp(1) - hits).mean()
@@ -219,16 +226,22 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
     grounder = TextGrounder(get_text_encoder(config.text_encoder).dim, config.width)
     model.text_grounder = grounder  # so that the predictor keeps the pixels it describes
     records = make_proposals(config, out, SamPredictor(model), log)
-    named = []
-    for index, record in enumerate(records):
-        labels = phrase_labels(
-            config, index, make_scene(config.scene_seed, index, config.scene_size)
-        )
-        if [(t, o) for t, o, _, _ in labels] != [tuple(p) for p in record["phrases"]]:
-            raise ValueError(f"{out}/proposals.pt: scene {index}'s phrases are not this config's")
-        named.append(torch.tensor([[c, s] for _, _, c, s in labels]).reshape(-1, 2))
-    texts = sorted({text for r in records for text, _ in r["phrases"]})
+    labels = [
+        phrase_labels(config, index, make_scene(config.scene_seed, index, config.scene_size))
+        for index in range(len(records))
+    ]
+    texts = sorted({text for scene in labels for text, _, _, _ in scene})
     vectors = dict(zip(texts, encode_cached(config.text_encoder, texts), strict=True))
+    phrases = [
+        ScenePhrases(
+            torch.stack([vectors[text] for text, _, _, _ in scene]),
+            torch.tensor([target for _, target, _, _ in scene]),
+            torch.tensor([[colour, shape] for _, _, colour, shape in scene]),
+        )
+        if scene
+        else None
+        for scene in labels
+    ]
     numbers = torch.cat([r["numbers"] for r in records])
     grounder.feature_mean.copy_(numbers.mean(0))
     grounder.feature_std.copy_(numbers.std(0).clamp(min=1e-6))
@@ -257,7 +270,7 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
         loss = torch.zeros((), device=device)
         for index in rng.integers(0, len(records), config.scenes_per_step):
             loss = loss + _matching_loss(
-                grounder, records[index], named[index], vectors, config, device, rng
+                grounder, records[index], phrases[index], config, device, rng
             )
         opt.zero_grad()
         (loss / config.scenes_per_step).backward()
