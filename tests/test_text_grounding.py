@@ -281,7 +281,7 @@ def test_grounder_weights_of_any_width_load_and_bad_ones_are_named(tmp_path: Pat
     write_safetensors(broken, path, {"samkit_variant": "samkit_default"})
     with pytest.raises(ValueError, match=r"wide\.safetensors: the text grounder's weights do not"):
         samkit.load(path)
-    earlier = {k: v for k, v in model.state_dict().items() if ".polar." not in k}
+    earlier = {k: v for k, v in model.state_dict().items() if ".silhouette_polar." not in k}
     write_safetensors(earlier, path, {"samkit_variant": "samkit_default"})
     with pytest.raises(ValueError, match="earlier samkit design: train it again"):
         samkit.load(path)
@@ -365,3 +365,39 @@ def test_polar_spectrum_does_not_turn_with_the_shape_and_tells_a_star_by_its_poi
     assert harmonics[1, 4] > 0.1 and harmonics[1, 4] == harmonics[1].max()  # five points
     assert torch.allclose(spectrum[1], spectrum[2], atol=0.03)
     assert not torch.allclose(spectrum[0], spectrum[1], atol=0.03)
+
+
+def test_silhouettes_follow_the_pixels_colours_where_the_mask_is_rough() -> None:
+    import cv2
+
+    from samkit.text.grounding import silhouettes
+
+    image = np.full((40, 40, 3), 128, np.uint8)
+    disc = np.zeros((40, 40), np.uint8)
+    cv2.circle(disc, (20, 20), 12, 1, -1)
+    image[disc.astype(bool)] = (200, 30, 30)
+    square = np.zeros((40, 40), bool)  # a rough proposal: the disc's bounding square
+    ys, xs = np.nonzero(disc)
+    square[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+    _, rough = region_features(image, square[None], np.ones(1))
+    _, exact = region_features(image, disc.astype(bool)[None], np.ones(1))
+
+    def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a & b).sum() / (a | b).sum())
+
+    truth = exact[0, 0] > 0.5
+    assert iou(rough[0, 0] > 0.5, truth) < 0.85  # the square's corners
+    soft, sharp = silhouettes(rough)[0] > 0.5
+    assert iou(soft, truth) > 0.9  # all but a few edge pixels, blended by the crop's resizing
+    assert iou(sharp, truth) < 0.5  # only the pixels coloured like the mask's blend
+    for kind in silhouettes(exact)[0] > 0.5:  # a close mask: both are the disc
+        assert iou(kind, truth) > 0.9
+    # stripes, two rows red to one blue: the colour is the red, not the purple blend
+    stripes = np.zeros((24, 24, 3), np.uint8)
+    stripes[np.arange(24) % 3 < 2] = (255, 0, 0)
+    stripes[np.arange(24) % 3 == 2] = (0, 0, 255)
+    _, crops = region_features(stripes, np.ones((1, 24, 24), bool), np.ones(1))
+    both = silhouettes(crops)[0]
+    red = torch.from_numpy(np.arange(24) % 3 < 2)
+    for kind in both:
+        assert kind[red].min() > 0.99 and kind[~red].max() < 0.01

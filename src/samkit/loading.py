@@ -131,12 +131,12 @@ def add_text_head(model: Sam, state_dict: dict[str, torch.Tensor], path: Path) -
         try:
             module.load_state_dict(grounder)
         except RuntimeError as err:
-            # grounders made before the outline spectrum and the phrase's colour and shape
-            # (2026-12-06) have no polar.* weights, and nothing reads them now
+            # grounders made before the colour silhouettes (2026-12-07) have no
+            # silhouette_polar.* weights, and nothing reads them now
             hint = (
                 " (a grounder of an earlier samkit design: train it again with"
                 " `python -m samkit.train.grounder`)"
-                if "polar.0.weight" not in grounder
+                if "silhouette_polar.0.weight" not in grounder
                 else ""
             )
             raise ValueError(

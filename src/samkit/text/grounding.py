@@ -4,8 +4,9 @@ A model's `text_grounder` scores masks against phrases. The masks are proposed b
 itself: a grid of point prompts, three masks each (`samkit.text.ground`), or the masks of
 the user's own clicks. Each mask is described by what it looks like (`region_features`): the
 basic colour names of its pixels and of a ring around it, colour statistics, size, numbers
-about its outline, and a small square crop of the mask with the pixels around it (and the
-crop's `polar_spectrum`). The grounder embeds that description and the phrase's text-encoder
+about its outline, and a small square crop of the mask with the pixels around it (with the
+crop's colour `silhouettes`, and the `polar_spectrum` of its mask and of its soft
+silhouette). The grounder embeds that description and the phrase's text-encoder
 vector into one space; the score is their dot product plus how likely the mask is to have
 the colour and shape the phrase names (`TextGrounder.score`). The text alone then gives the
 best scoring proposal; text with clicks picks among the clicks' masks.
@@ -34,6 +35,9 @@ N_OUTLINE = 9  # log area fraction, then `_outline`'s numbers
 ANGLES, RADII = 32, 12  # the polar grid a crop's mask is sampled on (`polar_spectrum`)
 RING_TERMS = 9  # Fourier terms kept of each radius's ring
 N_POLAR = (ANGLES // 2) + RADII * RING_TERMS + 1
+# colour distances (0-1 RGB) of a crop's `silhouettes`: a soft one, then a sharp one
+SILHOUETTE_SIGMAS = (0.12, 0.04)
+SILHOUETTE_REACH = 2  # crop px beyond the mask that a silhouette may reach
 # Per-mask numbers: colour-name histograms inside and in the ring, mean and spread of RGB,
 # mean hue (as a saturation-weighted unit vector), saturation and value, ring mean RGB, the
 # outline numbers, and the model's predicted IoU.
@@ -176,6 +180,36 @@ def polar_spectrum(crops: torch.Tensor) -> torch.Tensor:
     return torch.cat([extent[:, 1:] / mean.clamp(min=1e-6), rings.flatten(1), mean / ANGLES], 1)
 
 
+def silhouettes(crops: torch.Tensor) -> torch.Tensor:
+    """(K, len(SILHOUETTE_SIGMAS), CROP, CROP): how near each pixel of a crop (`region_features`)
+    is in colour to its mask's own colour, for the pixels within SILHOUETTE_REACH of the mask.
+    A proposed mask's outline is rough where the image's colours are exact. For each
+    silhouette, the mask's colour is its mean moved twice toward the mask's pixels nearest it:
+    the soft silhouette of a rough mask over a plain object is still the object's; the sharp
+    one is only where the mask is close (else it marks the pixels whose colour blends the
+    object's and what the mask took in around it, at the object's edges); a striped mask's
+    colour is its commoner stripe's, not the blend."""
+    mask, rgb = crops[:, :1].float(), crops[:, 1:4].float()
+    reach = 2 * SILHOUETTE_REACH + 1
+    near = F.max_pool2d(mask, reach, stride=1, padding=SILHOUETTE_REACH)
+    in_mask = torch.where(mask > 0, mask.log(), -torch.inf).flatten(1)  # (K, CROP²)
+
+    def distance(colour: torch.Tensor, sigma: float) -> torch.Tensor:  # (K, 1, CROP, CROP)
+        return ((rgb - colour) ** 2).sum(1, keepdim=True) / sigma**2
+
+    def mean(log_weight: torch.Tensor) -> torch.Tensor:  # (K, 3, 1, 1), weights in log space
+        weight = log_weight.softmax(1)[:, None]  # so that far colours do not underflow to 0
+        return (rgb.flatten(2) * weight).sum(2)[..., None, None]
+
+    out = []
+    for sigma in SILHOUETTE_SIGMAS:
+        colour = mean(in_mask)
+        for _ in range(2):
+            colour = mean(in_mask - distance(colour, sigma).flatten(1) / 2)
+        out.append(torch.exp(-distance(colour, sigma)) * near)
+    return torch.cat(out, 1)
+
+
 # Attribute classes: the colour name and the shape of the object a mask covers, or "none"
 # (`TextGrounder.attributes`), and the colour and shape a phrase names, or "unnamed"
 # (`TextGrounder.text_attributes`); the last class of each is the "none"/"unnamed" one.
@@ -203,8 +237,8 @@ class TextGrounder(nn.Module):
             nn.Linear(text_dim, 2 * width), nn.GELU(), nn.Linear(2 * width, width)
         )
         self.numbers = nn.Sequential(nn.Linear(N_FEATURES, width), nn.GELU())
-        self.outline = nn.Sequential(
-            nn.Conv2d(4, 16, 3, padding=1),
+        self.outline = nn.Sequential(  # of the crops and their silhouettes
+            nn.Conv2d(4 + len(SILHOUETTE_SIGMAS), 16, 3, padding=1),
             nn.GELU(),
             nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1),
@@ -220,7 +254,10 @@ class TextGrounder(nn.Module):
         self.polar = nn.Sequential(
             nn.Linear(N_POLAR, width), nn.GELU(), nn.Linear(width, width), nn.GELU()
         )
-        self.fuse = nn.Sequential(nn.Linear(3 * width, width), nn.GELU(), nn.Linear(width, width))
+        self.silhouette_polar = nn.Sequential(  # of the soft silhouette
+            nn.Linear(N_POLAR, width), nn.GELU(), nn.Linear(width, width), nn.GELU()
+        )
+        self.fuse = nn.Sequential(nn.Linear(4 * width, width), nn.GELU(), nn.Linear(width, width))
         self.scale = nn.Parameter(torch.tensor(width**-0.5))
         self.attributes = nn.Linear(width, N_ATTRIBUTES)  # of a mask's embedding
         self.text_attributes = nn.Linear(width, N_ATTRIBUTES)  # of a phrase's embedding
@@ -232,8 +269,14 @@ class TextGrounder(nn.Module):
     def regions(self, numbers: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
         """(K, width) embeddings of K masks' `region_features`."""
         x = (numbers - self.feature_mean) / self.feature_std
-        shape = self.polar(polar_spectrum(crops))
-        return self.fuse(torch.cat([self.numbers(x), self.outline(crops), shape], -1))
+        colour_shapes = silhouettes(crops)
+        parts = [
+            self.numbers(x),
+            self.outline(torch.cat([crops, colour_shapes], 1)),
+            self.polar(polar_spectrum(crops)),
+            self.silhouette_polar(polar_spectrum(colour_shapes)),
+        ]
+        return self.fuse(torch.cat(parts, -1))
 
     def score(self, phrases: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         """(P, K) scores of P phrase embeddings (`text`) against K `regions`."""
