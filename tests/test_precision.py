@@ -231,6 +231,25 @@ def test_the_model_records_its_precision_and_predictors_follow_it(int8_model: Sa
     assert SamPredictor(load("samkit_default"), precision="auto").precision == auto
 
 
+def test_a_callers_autocast_does_not_reach_the_decoder() -> None:
+    # the factored decoder under autocast failed with mixed dtypes: a caller's autocast on any
+    # device, and bf16 on a GPU, whose decoding ran under the precision's autocast
+    model = load("samkit_default", precision="bf16")
+    predictor = SamPredictor(model)
+    image = small_photo()
+    point = (np.array([[120, 90]]), np.array([1]))
+    predictor.set_image(image)
+    want = predictor.predict(*point)
+    want_amg = amg_masks(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        predictor.set_image(image)
+        got = predictor.predict(*point)
+        got_amg = amg_masks(model)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got_amg, want_amg)
+
+
 def test_the_cpu_decodes_prompts_in_fp32_in_every_precision() -> None:
     bf16 = SamPredictor(load("samkit_default", precision="bf16"))
     a = torch.randn(4, 4)

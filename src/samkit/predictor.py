@@ -54,8 +54,8 @@ class SamPredictor:
         """Wraps `sam_model` for repeated prompting of one image at a time.
 
         precision: None, the model's own (`sam_model.precision`: what `samkit.load` was given,
-        "fp32" for a model built otherwise); "fp32"; "bf16" to run the encoder (and on a GPU
-        the decoder; see `decode_autocast`) under bfloat16 autocast (faster only on CPUs with
+        "fp32" for a model built otherwise); "fp32"; "bf16" to run the encoder (not the
+        decoder; see `decode_autocast`) under bfloat16 autocast (faster only on CPUs with
         native bf16 matmuls, e.g. AVX-512 BF16 / AMX, and GPUs; outputs stay float32); "auto"
         (`devices.resolve_precision`: bf16 where that is faster, else fp32). "int8" goes
         with a model loaded with precision "int8" (`samkit.quantize`), and such a model with
@@ -91,10 +91,13 @@ class SamPredictor:
         return devices.autocast(self.device, self.precision)
 
     def decode_autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """The autocast of prompt decoding: the chosen precision's on a GPU, none on the CPU,
-        where bf16 made the decoder's small matmuls slower, not faster (vit_b, 1 point, 3
-        masks: 33 against 26 ms on an AMX CPU) and less exact."""
-        return contextlib.nullcontext() if self.device.type == "cpu" else self.autocast()
+        """The autocast of prompt decoding: off, on every device and in every precision, a
+        caller's own autocast included. The decoder's factored path (`modeling.factored`)
+        accumulates in place, which autocast cannot cast (under it, predict and AMG failed
+        with mixed dtypes); on the CPU bf16 also made the decoder's small matmuls slower,
+        not faster (vit_b, 1 point, 3 masks: 33 against 26 ms on an AMX CPU), and less exact.
+        The image encoder, where the time goes, keeps the chosen precision."""
+        return torch.autocast(self.device.type, enabled=False)
 
     # -- image --------------------------------------------------------------------------
     def set_image(self, image: Any, image_format: str = "RGB") -> None:
@@ -226,9 +229,9 @@ class SamPredictor:
         self, features: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]
     ) -> ImageEmbedding:
         """State of one image: its embedding and the decoder's prompt-independent work."""
-        image_pe = self.model.prompt_encoder.get_dense_pe()
-        _, no_mask = self.model.prompt_encoder(points=None, boxes=None, masks=None)
         with self.decode_autocast():
+            image_pe = self.model.prompt_encoder.get_dense_pe()
+            _, no_mask = self.model.prompt_encoder(points=None, boxes=None, masks=None)
             prepared = self.model.mask_decoder.prepare(features, image_pe, no_mask)
         return ImageEmbedding(features, original_size, input_size, image_pe, prepared)
 
