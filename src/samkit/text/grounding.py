@@ -215,6 +215,8 @@ def silhouettes(crops: torch.Tensor) -> torch.Tensor:
 # (`TextGrounder.text_attributes`); the last class of each is the "none"/"unnamed" one.
 SHAPE_CLASSES = (*SHAPES, "group")
 N_ATTRIBUTES = (N_COLOURS + 1) + (len(SHAPE_CLASSES) + 1)
+# where each attribute's classes lie in the attribute heads' outputs: colour, then shape
+ATTRIBUTE_PARTS = (slice(0, N_COLOURS + 1), slice(N_COLOURS + 1, N_ATTRIBUTES))
 
 
 class TextGrounder(nn.Module):
@@ -283,7 +285,7 @@ class TextGrounder(nn.Module):
         named = self.text_attributes(phrases)
         has = self.attributes(regions)
         likely = torch.zeros(len(phrases), len(regions), device=phrases.device)
-        for part in (slice(0, N_COLOURS + 1), slice(N_COLOURS + 1, N_ATTRIBUTES)):
+        for part in ATTRIBUTE_PARTS:
             chance = named[:, part].softmax(-1)[:, :-1]  # the "unnamed" class adds nothing
             likely = likely + chance @ has[:, part].log_softmax(-1)[:, :-1].T
         return phrases @ regions.T * self.scale + self.attribute_scale * likely

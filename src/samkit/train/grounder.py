@@ -43,7 +43,7 @@ from ..masks import mask_iou
 from ..predictor import SamPredictor
 from ..text import encode_cached, get_text_encoder
 from ..text.ground import propose
-from ..text.grounding import N_COLOURS, SHAPE_CLASSES, TextGrounder
+from ..text.grounding import ATTRIBUTE_PARTS, N_COLOURS, SHAPE_CLASSES, TextGrounder
 
 CHECKPOINT_STEPS = 500
 SAVE_SCENES = 100
@@ -172,6 +172,15 @@ def make_proposals(
     return records
 
 
+def _attribute_loss(
+    logits: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropies of (N, N_ATTRIBUTES) attribute logits naming (N,) colour and shape
+    classes."""
+    colours, shapes = ATTRIBUTE_PARTS
+    return F.cross_entropy(logits[:, colours], colour) + F.cross_entropy(logits[:, shapes], shape)
+
+
 def _matching_loss(
     grounder: TextGrounder,
     record: dict[str, Any],
@@ -190,18 +199,14 @@ def _matching_loss(
         crops = crops.flip(3)
     regions = grounder.regions(numbers, crops)
     attributes = grounder.attributes(regions)
-    loss = config.attribute_weight * (
-        F.cross_entropy(attributes[:, : N_COLOURS + 1], record["colour"].to(device))
-        + F.cross_entropy(attributes[:, N_COLOURS + 1 :], record["shape"].to(device))
+    loss = config.attribute_weight * _attribute_loss(
+        attributes, record["colour"].to(device), record["shape"].to(device)
     )
     if phrases is not None:
         embedded = grounder.text(phrases.vectors.to(device))
         read = grounder.text_attributes(embedded)
         named = phrases.named.to(device)
-        loss = loss + config.attribute_weight * (
-            F.cross_entropy(read[:, : N_COLOURS + 1], named[:, 0])
-            + F.cross_entropy(read[:, N_COLOURS + 1 :], named[:, 1])
-        )
+        loss = loss + config.attribute_weight * _attribute_loss(read, named[:, 0], named[:, 1])
         targets = phrases.targets
         iou = record["iou"].float()[targets].to(device)  # (P, K)
         best = iou.max(1, keepdim=True).values
