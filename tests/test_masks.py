@@ -154,6 +154,34 @@ def test_mask_iou_broadcasts_and_checks_its_inputs() -> None:
         M.mask_iou(np.zeros(4, dtype=bool), np.zeros(4, dtype=bool))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    k=st.integers(1, 5),
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    seed=st.integers(0, 2**31 - 1),
+    density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+)
+def test_mask_iou_matrix_is_every_pair_of_mask_iou(
+    n: int, k: int, h: int, w: int, seed: int, density: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    a = torch.from_numpy(rng.random((n, h, w)) < density)
+    b = torch.from_numpy(rng.random((k, h, w)) < rng.random())
+    got = M.mask_iou_matrix(a, b)
+    assert got.dtype == torch.float32 and got.shape == (n, k)
+    assert got.tolist() == M.mask_iou(a[:, None], b[None]).tolist()
+
+
+def test_mask_iou_matrix_checks_its_inputs() -> None:
+    masks = torch.zeros(2, 3, 3, dtype=torch.bool)
+    with pytest.raises(TypeError, match="bool masks"):
+        M.mask_iou_matrix(masks.float(), masks)
+    with pytest.raises(ValueError, match=r"\(N, H, W\) and \(K, H, W\)"):
+        M.mask_iou_matrix(masks, masks[:, :2])
+
+
 # ---------------------------------------------------------------- grids and crops
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "generate_crop_boxes",
     "is_box_near_crop_edge",
     "mask_iou",
+    "mask_iou_matrix",
     "mask_to_polygons",
     "mask_to_rle",
     "polygons_to_mask",
@@ -201,6 +202,23 @@ def mask_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> Any:
     inter_np = (a & b).sum(axis=(-2, -1))
     union_np = (a | b).sum(axis=(-2, -1))
     return np.where(union_np > 0, inter_np / np.maximum(union_np, 1), 1.0)
+
+
+def mask_iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every mask of (N, H, W) bool `a` with every mask of (K, H, W) bool `b`: (N, K)
+    float32, as `mask_iou(a[:, None], b[None])` gives, from one matrix product of the masks
+    as 0/1 numbers (exact: the sums are integers that float32, or float64 beyond 2^24 pixels,
+    holds exactly) rather than N x K pixel-wise ANDs and ORs."""
+    if a.dtype != torch.bool or b.dtype != torch.bool:
+        raise TypeError(f"mask_iou_matrix takes bool masks; got {a.dtype} and {b.dtype}")
+    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"masks must be (N, H, W) and (K, H, W); got {a.shape} and {b.shape}")
+    exact = torch.float32 if a.shape[1] * a.shape[2] <= 2**24 else torch.float64
+    fa, fb = a.flatten(1).to(exact), b.flatten(1).to(exact)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return iou.float()
 
 
 # ---------------------------------------------------------------- point grids and crops
