@@ -401,3 +401,24 @@ def test_silhouettes_follow_the_pixels_colours_where_the_mask_is_rough() -> None
     red = torch.from_numpy(np.arange(24) % 3 < 2)
     for kind in both:
         assert kind[red].min() > 0.99 and kind[~red].max() < 0.01
+
+
+def test_shape_inputs_turn_with_the_crops_and_their_spectra_do_not() -> None:
+    """Training works the inputs out once and turns them (`train.grounder._matching_loss`):
+    the same as working them out from turned crops."""
+    from samkit.text.grounding import shape_inputs
+
+    scene = make_scene(3, 0, 128)
+    masks = scene.masks
+    _, crops = region_features(scene.image, masks, np.ones(len(masks)))
+    once = shape_inputs(crops)
+    for turns in range(4):
+        for flip in (False, True):
+            turned = torch.rot90(crops, turns, (2, 3))
+            pictures = torch.rot90(once.pictures, turns, (2, 3))
+            if flip:
+                turned, pictures = turned.flip(3), pictures.flip(3)
+            again = shape_inputs(turned)
+            assert torch.allclose(again.pictures, pictures, atol=1e-5)
+            assert torch.allclose(again.spectra, once.spectra, atol=1e-4)
+    assert once.pictures.shape[1] == 6 and once.spectra.shape[1] == 2

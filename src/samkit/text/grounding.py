@@ -18,6 +18,8 @@ point and box prompts give exactly what they gave before.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 import torch
@@ -210,6 +212,22 @@ def silhouettes(crops: torch.Tensor) -> torch.Tensor:
     return torch.cat(out, 1)
 
 
+class ShapeInputs(NamedTuple):
+    """What `TextGrounder` reads of K crops (`region_features`) beside their numbers."""
+
+    pictures: torch.Tensor  # (K, 4 + len(SILHOUETTE_SIGMAS), CROP, CROP): crops, silhouettes
+    spectra: torch.Tensor  # (K, 2, N_POLAR): `polar_spectrum` of the mask, of the soft silhouette
+
+
+def shape_inputs(crops: torch.Tensor) -> ShapeInputs:
+    """K crops' `silhouettes` beside them and the polar spectra of their masks and soft
+    silhouettes. Turning or flipping the crops turns the pictures with them and leaves the
+    spectra as they are."""
+    colour_shapes = silhouettes(crops)
+    spectra = torch.stack([polar_spectrum(crops), polar_spectrum(colour_shapes)], 1)
+    return ShapeInputs(torch.cat([crops, colour_shapes], 1), spectra)
+
+
 # Attribute classes: the colour name and the shape of the object a mask covers, or "none"
 # (`TextGrounder.attributes`), and the colour and shape a phrase names, or "unnamed"
 # (`TextGrounder.text_attributes`); the last class of each is the "none"/"unnamed" one.
@@ -270,13 +288,17 @@ class TextGrounder(nn.Module):
 
     def regions(self, numbers: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
         """(K, width) embeddings of K masks' `region_features`."""
+        return self.describe(numbers, shape_inputs(crops))
+
+    def describe(self, numbers: torch.Tensor, shapes: ShapeInputs) -> torch.Tensor:
+        """`regions` from the masks' numbers and their `shape_inputs` (which training works
+        out once for every proposal, not at every step)."""
         x = (numbers - self.feature_mean) / self.feature_std
-        colour_shapes = silhouettes(crops)
         parts = [
             self.numbers(x),
-            self.outline(torch.cat([crops, colour_shapes], 1)),
-            self.polar(polar_spectrum(crops)),
-            self.silhouette_polar(polar_spectrum(colour_shapes)),
+            self.outline(shapes.pictures),
+            self.polar(shapes.spectra[:, 0]),
+            self.silhouette_polar(shapes.spectra[:, 1]),
         ]
         return self.fuse(torch.cat(parts, -1))
 

@@ -39,11 +39,18 @@ from ..data.phrases import COLOUR_NAMES, scene_phrases, words
 from ..data.synthetic import Scene, make_scene
 from ..eval.clicks import first_click
 from ..loading import GROUNDER_PREFIX, TEXT_ENCODER_KEY, VARIANT_KEY, load
-from ..masks import mask_iou
+from ..masks import mask_iou_matrix
 from ..predictor import SamPredictor
 from ..text import encode_cached, get_text_encoder
 from ..text.ground import propose
-from ..text.grounding import ATTRIBUTE_PARTS, N_COLOURS, SHAPE_CLASSES, TextGrounder
+from ..text.grounding import (
+    ATTRIBUTE_PARTS,
+    N_COLOURS,
+    SHAPE_CLASSES,
+    ShapeInputs,
+    TextGrounder,
+    shape_inputs,
+)
 
 CHECKPOINT_STEPS = 500
 SAVE_SCENES = 100
@@ -108,7 +115,7 @@ def scene_record(
     resized = predictor.transform.apply_coords(points, (size, size))
     found = propose(predictor, torch.as_tensor(resized, dtype=torch.float32))
     assert found.masks is not None  # at the working size, which is the scene's
-    iou = mask_iou(torch.from_numpy(targets)[:, None], found.masks[None])  # (objects, K)
+    iou = mask_iou_matrix(torch.from_numpy(targets), found.masks)  # (objects, K)
     look = [words(o, size * size) for o in scene.objects]
     colour = torch.tensor([COLOUR_NAMES.index(w.colour) for w in look] + [N_COLOURS])
     shape = torch.tensor([SHAPE_CLASSES.index(w.shape) for w in look] + [len(SHAPE_CLASSES)])
@@ -184,6 +191,7 @@ def _attribute_loss(
 def _matching_loss(
     grounder: TextGrounder,
     record: dict[str, Any],
+    shapes: ShapeInputs,
     phrases: ScenePhrases | None,
     config: GrounderConfig,
     device: torch.device,
@@ -191,13 +199,13 @@ def _matching_loss(
 ) -> torch.Tensor:
     """One scene's attribute losses (of its proposals, and of its `phrases`: the colour and
     shape each names), plus its matching loss for the phrases whose object some proposal
-    covers. The crops turn by a random quarter and flip (`rng`): what a shape is called does
-    not depend on how it lies."""
+    covers. The proposals' pictures (`shapes`, their `shape_inputs`) turn by a random quarter
+    and flip (`rng`): what a shape is called does not depend on how it lies."""
     numbers = record["numbers"].to(device)
-    crops = torch.rot90(record["crops"].float().to(device), int(rng.integers(4)), (2, 3))
+    pictures = torch.rot90(shapes.pictures.to(device), int(rng.integers(4)), (2, 3))
     if rng.random() < 0.5:
-        crops = crops.flip(3)
-    regions = grounder.regions(numbers, crops)
+        pictures = pictures.flip(3)
+    regions = grounder.describe(numbers, ShapeInputs(pictures, shapes.spectra.to(device)))
     attributes = grounder.attributes(regions)
     loss = config.attribute_weight * _attribute_loss(
         attributes, record["colour"].to(device), record["shape"].to(device)
@@ -247,6 +255,7 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
         else None
         for scene in labels
     ]
+    shapes = [shape_inputs(r["crops"].float()) for r in records]  # once, not at every step
     numbers = torch.cat([r["numbers"] for r in records])
     grounder.feature_mean.copy_(numbers.mean(0))
     grounder.feature_std.copy_(numbers.std(0).clamp(min=1e-6))
@@ -275,7 +284,7 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
         loss = torch.zeros((), device=device)
         for index in rng.integers(0, len(records), config.scenes_per_step):
             loss = loss + _matching_loss(
-                grounder, records[index], phrases[index], config, device, rng
+                grounder, records[index], shapes[index], phrases[index], config, device, rng
             )
         opt.zero_grad()
         (loss / config.scenes_per_step).backward()
