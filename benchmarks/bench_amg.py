@@ -75,11 +75,11 @@ def time_it(fn, repeats: int) -> tuple[float, object]:
 
 def masks_match(a: list[dict], b: list[dict], need: float = 0.99) -> tuple[int, int]:
     """(official masks unmatched, samkit masks unmatched) at IoU >= need."""
-    from samkit.testing.amg_goldens import iou_matrix
+    from samkit.masks import mask_iou_matrix
 
     if not a or not b:
         return len(a), len(b)
-    iou = iou_matrix(
+    iou = mask_iou_matrix(
         np.stack([r["segmentation"] for r in a]), np.stack([r["segmentation"] for r in b])
     )
     return int((iou.max(1) < need).sum()), int((iou.max(0) < need).sum())

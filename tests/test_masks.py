@@ -172,6 +172,9 @@ def test_mask_iou_matrix_is_every_pair_of_mask_iou(
     got = M.mask_iou_matrix(a, b)
     assert got.dtype == torch.float32 and got.shape == (n, k)
     assert got.tolist() == M.mask_iou(a[:, None], b[None]).tolist()
+    got_np = M.mask_iou_matrix(a.numpy(), b.numpy())  # arrays: float64, as mask_iou's
+    assert got_np.dtype == np.float64
+    assert got_np.tolist() == M.mask_iou(a.numpy()[:, None], b.numpy()[None]).tolist()
 
 
 def test_mask_iou_matrix_checks_its_inputs() -> None:
@@ -180,6 +183,8 @@ def test_mask_iou_matrix_checks_its_inputs() -> None:
         M.mask_iou_matrix(masks.float(), masks)
     with pytest.raises(ValueError, match=r"\(N, H, W\) and \(K, H, W\)"):
         M.mask_iou_matrix(masks, masks[:, :2])
+    with pytest.raises(TypeError, match="two tensors or two arrays"):
+        M.mask_iou_matrix(masks, masks.numpy())
 
 
 # ---------------------------------------------------------------- grids and crops

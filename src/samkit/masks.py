@@ -204,21 +204,39 @@ def mask_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> Any:
     return np.where(union_np > 0, inter_np / np.maximum(union_np, 1), 1.0)
 
 
-def mask_iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of every mask of (N, H, W) bool `a` with every mask of (K, H, W) bool `b`: (N, K)
-    float32, as `mask_iou(a[:, None], b[None])` gives, from one matrix product of the masks
-    as 0/1 numbers (exact: the sums are integers that float32, or float64 beyond 2^24 pixels,
-    holds exactly) rather than N x K pixel-wise ANDs and ORs."""
-    if a.dtype != torch.bool or b.dtype != torch.bool:
+@overload
+def mask_iou_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
+@overload
+def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray: ...
+def mask_iou_matrix(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> Any:
+    """IoU of every mask of (N, H, W) bool `a` with every mask of (K, H, W) bool `b`: (N, K),
+    as `mask_iou(a[:, None], b[None])` gives (tensors float32, arrays float64), from one
+    matrix product of the masks as 0/1 numbers (exact: the sums are integers that float32,
+    or float64 beyond 2^24 pixels, holds exactly) rather than N x K pixel-wise ANDs and ORs."""
+    if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
+        raise TypeError(
+            f"mask_iou_matrix takes two tensors or two arrays; got {type(a).__name__} and "
+            f"{type(b).__name__}"
+        )
+    if a.dtype not in (torch.bool, np.bool_) or b.dtype not in (torch.bool, np.bool_):
         raise TypeError(f"mask_iou_matrix takes bool masks; got {a.dtype} and {b.dtype}")
     if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
         raise ValueError(f"masks must be (N, H, W) and (K, H, W); got {a.shape} and {b.shape}")
-    exact = torch.float32 if a.shape[1] * a.shape[2] <= 2**24 else torch.float64
-    fa, fb = a.flatten(1).to(exact), b.flatten(1).to(exact)
-    inter = fa @ fb.T
-    union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-    return iou.float()
+    wide = a.shape[1] * a.shape[2] > 2**24
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor)
+        exact = torch.float64 if wide else torch.float32
+        fa, fb = a.flatten(1).to(exact), b.flatten(1).to(exact)
+        inter = fa @ fb.T
+        union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        return iou.float()
+    assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+    counts = np.float64 if wide else np.float32
+    na, nb = a.reshape(len(a), -1).astype(counts), b.reshape(len(b), -1).astype(counts)
+    inter_np = (na @ nb.T).astype(np.float64)
+    union_np = na.sum(1, dtype=np.float64)[:, None] + nb.sum(1, dtype=np.float64)[None] - inter_np
+    return np.where(union_np > 0, inter_np / np.maximum(union_np, 1), 1.0)
 
 
 # ---------------------------------------------------------------- point grids and crops

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..masks import mask_iou_matrix
+
 
 @dataclass
 class AmgDiff:
@@ -45,15 +47,6 @@ def compare(folder: str | Path, iou_needed: float = 0.99) -> list[AmgDiff]:
     return diffs
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every (H, W) bool mask in `a` (N masks) with every one in `b` (M): (N, M)."""
-    af = a.reshape(len(a), -1).astype(np.float32)
-    bf = b.reshape(len(b), -1).astype(np.float32)
-    inter = af @ bf.T
-    union = af.sum(1)[:, None] + bf.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
 def _match(
     name: str, theirs: list[dict[str, Any]], ours: list[dict[str, Any]], iou_needed: float
 ) -> AmgDiff:
@@ -63,7 +56,7 @@ def _match(
     b = np.stack([decode_coco_rle(r["segmentation"]) for r in ours]) if ours else None
     if a is None or b is None:
         return AmgDiff(name, len(theirs), len(ours), len(theirs), len(ours), 0.0)
-    iou = iou_matrix(a, b)
+    iou = mask_iou_matrix(a, b)
     best_b = iou.argmax(1)
     score_max = 0.0
     for i, j in enumerate(best_b):

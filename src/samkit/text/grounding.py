@@ -203,9 +203,9 @@ def silhouettes(crops: torch.Tensor) -> torch.Tensor:
         weight = log_weight.softmax(1)[:, None]  # so that far colours do not underflow to 0
         return (rgb.flatten(2) * weight).sum(2)[..., None, None]
 
-    out = []
+    out, start = [], mean(in_mask)
     for sigma in SILHOUETTE_SIGMAS:
-        colour = mean(in_mask)
+        colour = start
         for _ in range(2):
             colour = mean(in_mask - distance(colour, sigma).flatten(1) / 2)
         out.append(torch.exp(-distance(colour, sigma)) * near)
