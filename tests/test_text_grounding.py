@@ -117,22 +117,6 @@ def test_proposals_are_distinct_confident_masks_kept_with_the_embedding(
     assert torch.equal(work_masks(grounded, low_res[0])[slot], found.masks[0])
 
 
-def test_text_alone_answers_with_the_best_scored_proposals(grounded: SamPredictor) -> None:
-    phrase = "the red disc"
-    masks, scores, low_res = grounded.predict(text=phrase, multimask_output=True)
-    assert masks.shape == (3, 128, 128) and scores.shape == (3,) and low_res.shape[0] == 3
-    found = propose(grounded, grid_points((128, 128)))
-    assert found.masks is not None
-    model = grounded.model
-    assert model.text_grounder is not None
-    vector = encode_cached(model.text_encoder or "", [phrase])
-    ranked = model.text_grounder(vector, found.numbers, found.crops)[0].argsort(descending=True)
-    for i in range(3):
-        assert np.array_equal(masks[i], found.masks[ranked[i]].numpy())
-    single, _, _ = grounded.predict(text=phrase, multimask_output=False)
-    assert np.array_equal(single[0], masks[0])
-
-
 def test_text_with_a_click_orders_the_clicks_masks_by_the_phrase(grounded: SamPredictor) -> None:
     point, label = np.array([[64, 64]]), np.array([1])
     plain, _, _ = grounded.predict(point, label, multimask_output=True)

@@ -36,8 +36,10 @@ class ImageEmbedding:
     input_size: tuple[int, int]  # (h, w) after resizing, before padding
     image_pe: torch.Tensor  # (1, C, He, We) positional encoding of the embedding grid
     prepared: ImageKeys  # the decoder's per-image work for prompts without a mask prompt
-    # for a model with a text grounder: the image at the grounder's working size, (h, w, 3)
-    # uint8, and the candidate masks of text-alone prompts, found on the first one
+    # for a model with a text grounder: the resized input image (h, w, 3) uint8, which
+    # text-alone answers zoom into (`text.zoom`), the same at the grounder's working size, and
+    # the candidate masks of text-alone prompts, found on the first one
+    image: np.ndarray | None = None
     pixels: np.ndarray | None = None
     proposals: Proposals | None = None
 
@@ -175,10 +177,13 @@ class SamPredictor:
         h0, w0 = (int(s) for s in original_image_size)
         (self._state,) = self._embed([(transformed_image, (h0, w0))])
 
-    def _embed(self, inputs: list[tuple[torch.Tensor, tuple[int, int]]]) -> list[ImageEmbedding]:
+    def _embed(
+        self, inputs: list[tuple[torch.Tensor, tuple[int, int]]], *, cached: bool = True
+    ) -> list[ImageEmbedding]:
         """The state of each (resized (1, 3, h, w) image, original (H, W)): from the cache
-        when it holds it, else through the encoder (the misses in one batch) into the cache."""
-        keys = [self._cache_key(t) for t, _ in inputs]
+        when it holds it, else through the encoder (the misses in one batch) into the cache.
+        cached=False: through the encoder, the cache neither read nor filled."""
+        keys = [self._cache_key(t) if cached else None for t, _ in inputs]
         out = [self._cached(k, t, size) for k, (t, size) in zip(keys, inputs, strict=True)]
         todo = [i for i, state in enumerate(out) if state is None]
         if todo:
@@ -201,8 +206,8 @@ class SamPredictor:
             from .text.grounding import shrink
 
             for i, state in enumerate(states):
-                image = inputs[i][0][0].permute(1, 2, 0).clamp(0, 255).round().byte()
-                states[i] = dataclasses.replace(state, pixels=shrink(image.cpu().numpy()))
+                image = inputs[i][0][0].permute(1, 2, 0).clamp(0, 255).round().byte().cpu().numpy()
+                states[i] = dataclasses.replace(state, image=image, pixels=shrink(image))
         return states
 
     def _cache_key(self, input_image: torch.Tensor) -> str | None:

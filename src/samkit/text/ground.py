@@ -2,7 +2,9 @@
 
 The text alone: the model proposes masks for a grid of points, three each
 (`image_proposals`, computed once per image and kept with its embedding); the grounder
-scores every proposal against the phrase and the best ones are decoded again as the answer.
+scores every proposal against the phrase, the RERANK best ones are decoded again, each on an
+enlarged crop around it where it is small (`text.zoom`: sharper outlines), and scored again;
+the answer is the order of the two scores' sum.
 Text with one click, SAM's ambiguous prompt: the click's masks (the model's three multimask
 outputs and its single-mask output) are scored against the phrase and ordered by it. Text
 with more clicks, a box or a mask prompt, which settle the object: one mask out is the
@@ -13,7 +15,7 @@ decoder run as they do for prompts without text.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from ..masks import build_point_grid
 from .grounding import TextGrounder, region_features, work_size
+from .zoom import zoomed
 
 if TYPE_CHECKING:
     from ..predictor import ImageEmbedding, SamPredictor
@@ -33,6 +36,16 @@ DUPLICATE_IOU = 0.85  # a proposal overlapping a better one this much is dropped
 CHUNK = 64  # point prompts decoded at a time
 DEDUPE_SIDE = 128  # masks are compared at most this many px a side to drop duplicates
 EMPTY_LOGIT = -20.0  # the low-res logits of "no mask", when nothing is proposed
+RERANK = 3  # a text-alone prompt's best-scored proposals decoded again zoomed and rescored
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A proposal decoded again (zoomed where small): a text-alone answer."""
+
+    low_res: torch.Tensor  # (h, w) low-res logits
+    score: float  # the decoder's predicted IoU
+    region: torch.Tensor  # (1, width) the grounder's embedding of its mask
 
 
 @dataclass
@@ -48,6 +61,8 @@ class Proposals:
     # (K, width) the grounder's embeddings of them (`TextGrounder.regions`), which every
     # text-alone prompt scores against: made once, with the ones kept with an image's embedding
     regions: torch.Tensor | None = None
+    # proposal index -> its `Answer`, made the first time a phrase ranks it among its best
+    answers: dict[int, Answer] = field(default_factory=dict)
 
 
 def grid_points(input_size: tuple[int, int], n: int = GRID) -> torch.Tensor:
@@ -144,20 +159,7 @@ def ground(
     assert isinstance(grounder, TextGrounder)
     keep = 3 if multimask_output else 1
     if point_coords is None and boxes is None and mask_input is None:
-        found = image_proposals(predictor)
-        if not len(found.points):
-            return _nothing(predictor, len(texts), keep)
-        assert found.regions is not None  # made with the proposals
-        scores = grounder.score(grounder.text(texts), found.regions)
-        top = scores.topk(min(keep, scores.shape[1]), dim=1).indices  # (B, C')
-        top = torch.cat([top, top[:, -1:].expand(-1, keep - top.shape[1])], 1).cpu()
-        points = found.points[top].reshape(-1, 1, 2).to(predictor.device)
-        labels = torch.ones(len(points), 1, dtype=torch.int, device=predictor.device)
-        low_res, iou = predictor.decode_low_res(points, labels, None, None, True)
-        rows = torch.arange(len(points))
-        slots = found.slots[top].reshape(-1)
-        shape = (len(texts), keep, *low_res.shape[-2:])
-        return low_res[rows, slots].reshape(shape), iou[rows, slots].reshape(len(texts), keep)
+        return _text_alone(predictor, grounder, texts, keep)
     args = (point_coords, point_labels, boxes, mask_input)
     one_click = point_coords is not None and point_coords.shape[1] == 1
     if one_click and boxes is None and mask_input is None:  # ambiguous: the text decides
@@ -188,6 +190,54 @@ def ground(
     pick = torch.stack(order).to(low_res.device)  # (B, C)
     rows = torch.arange(len(texts), device=low_res.device)[:, None]
     return low_res[rows, pick], iou[rows, pick]
+
+
+def _text_alone(
+    predictor: SamPredictor, grounder: TextGrounder, texts: torch.Tensor, keep: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ground` for the text alone: each phrase's RERANK best-scored proposals, answered
+    (`_answers`) and ordered by the sum of the proposal's score and its answer's."""
+    found = image_proposals(predictor)
+    if not len(found.points):
+        return _nothing(predictor, len(texts), keep)
+    assert found.regions is not None  # made with the proposals
+    phrases = grounder.text(texts)
+    scores = grounder.score(phrases, found.regions)  # (B, K)
+    top = scores.topk(min(max(keep, RERANK), scores.shape[1]), dim=1).indices.cpu()
+    answers = _answers(predictor, grounder, found, sorted(set(top.flatten().tolist())))
+    low_res, iou = [], []
+    for b, picks in enumerate(top.tolist()):
+        regions = torch.cat([answers[i].region for i in picks])
+        total = scores[b, picks] + grounder.score(phrases[b : b + 1], regions)[0]
+        order = [picks[i] for i in total.argsort(descending=True, stable=True)[:keep].tolist()]
+        order += order[-1:] * (keep - len(order))
+        low_res.append(torch.stack([answers[i].low_res for i in order]))
+        iou.append(torch.tensor([answers[i].score for i in order]))
+    return torch.stack(low_res), torch.stack(iou).to(predictor.device)
+
+
+def _answers(
+    predictor: SamPredictor, grounder: TextGrounder, found: Proposals, indices: list[int]
+) -> dict[int, Answer]:
+    """The `Answer` of each proposal in `indices`, made once and kept in `found.answers`."""
+    todo = [i for i in indices if i not in found.answers]
+    if todo:
+        points = found.points[todo][:, None].to(predictor.device)
+        labels = torch.ones(len(todo), 1, dtype=torch.int, device=predictor.device)
+        low_res, iou = predictor.decode_low_res(points, labels, None, None, True)
+        state = predictor._require_image()
+        assert state.pixels is not None
+        for row, i in enumerate(todo):
+            slot = int(found.slots[i])
+            proposed = float(iou[row, slot])
+            logits, score = zoomed(predictor, low_res[row, slot], proposed)
+            mask = work_masks(predictor, logits[None]).cpu().numpy()
+            # described with the proposal's predicted IoU, as the grounder learned them
+            numbers, crops = region_features(state.pixels, mask, np.array([proposed]))
+            device = predictor.device
+            region = grounder.regions(numbers.to(device), crops.to(device))
+            found.answers[i] = Answer(logits, score, region)
+    return {i: found.answers[i] for i in indices}
 
 
 def _nothing(predictor: SamPredictor, b: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
