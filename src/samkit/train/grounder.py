@@ -51,6 +51,7 @@ from ..text.grounding import (
     TextGrounder,
     shape_inputs,
 )
+from .exact_regions import exact_loss, exact_record
 
 CHECKPOINT_STEPS = 500
 SAVE_SCENES = 100
@@ -79,6 +80,9 @@ class GrounderConfig:
     positive_margin: float = 0.03  # proposals within this IoU of the best one are targets
     min_target_iou: float = 0.5  # phrases whose object no proposal covers this well are skipped
     label_iou: float = 0.6  # a proposal covering an object this well is named as that object
+    # the losses on each scene's exact object masks (`exact_regions`) beside the proposals':
+    # +0.019 text alone over seeds 3-6 at 1.0, but ~45% more phase 2 time (docs/training.md)
+    exact_weight: float = 0.0
     width: int = 128
     seed: int = 0
 
@@ -193,6 +197,7 @@ def _matching_loss(
     record: dict[str, Any],
     shapes: ShapeInputs,
     phrases: ScenePhrases | None,
+    exact: dict[str, Any] | None,
     config: GrounderConfig,
     device: torch.device,
     rng: np.random.Generator,
@@ -202,14 +207,16 @@ def _matching_loss(
     covers. The proposals' pictures (`shapes`, their `shape_inputs`) turn by a random quarter
     and flip (`rng`): what a shape is called does not depend on how it lies."""
     numbers = record["numbers"].to(device)
-    pictures = torch.rot90(shapes.pictures.to(device), int(rng.integers(4)), (2, 3))
-    if rng.random() < 0.5:
+    turn = (int(rng.integers(4)), bool(rng.random() < 0.5))
+    pictures = torch.rot90(shapes.pictures.to(device), turn[0], (2, 3))
+    if turn[1]:
         pictures = pictures.flip(3)
     regions = grounder.describe(numbers, ShapeInputs(pictures, shapes.spectra.to(device)))
     attributes = grounder.attributes(regions)
     loss = config.attribute_weight * _attribute_loss(
         attributes, record["colour"].to(device), record["shape"].to(device)
     )
+    embedded = targets = None
     if phrases is not None:
         embedded = grounder.text(phrases.vectors.to(device))
         read = grounder.text_attributes(embedded)
@@ -227,6 +234,16 @@ def _matching_loss(
             loss = loss + (scores.logsumexp(1) - hits).mean()
             expected = (scores.softmax(1) * iou[covered]).sum(1).mean()
             loss = loss - config.expected_iou_weight * expected
+    if exact is not None:
+        loss = loss + config.exact_weight * exact_loss(
+            grounder,
+            exact,
+            turn,
+            embedded,
+            targets,
+            lambda a, c, s: config.attribute_weight * _attribute_loss(a, c, s),
+            config.positive_margin,
+        )
     return loss
 
 
@@ -256,6 +273,12 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
         for scene in labels
     ]
     shapes = [shape_inputs(r["crops"].float()) for r in records]  # once, not at every step
+    exact = [
+        exact_record(make_scene(config.scene_seed, i, config.scene_size), r, config.label_iou)
+        if config.exact_weight > 0
+        else None
+        for i, r in enumerate(records)
+    ]
     numbers = torch.cat([r["numbers"] for r in records])
     grounder.feature_mean.copy_(numbers.mean(0))
     grounder.feature_std.copy_(numbers.std(0).clamp(min=1e-6))
@@ -284,7 +307,14 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
         loss = torch.zeros((), device=device)
         for index in rng.integers(0, len(records), config.scenes_per_step):
             loss = loss + _matching_loss(
-                grounder, records[index], shapes[index], phrases[index], config, device, rng
+                grounder,
+                records[index],
+                shapes[index],
+                phrases[index],
+                exact[index],
+                config,
+                device,
+                rng,
             )
         opt.zero_grad()
         (loss / config.scenes_per_step).backward()

@@ -1,0 +1,82 @@
+"""The exact object masks of a grounder's training scenes, as a second set of regions.
+
+A text-alone answer is rescored on its zoomed mask (`samkit.text.zoom`), which follows the
+object's outline far more closely than the model's proposals do. Trained on proposals alone,
+the grounder has never seen such masks. Each training scene's exact object masks, described
+as proposals are (`region_features`), give it those: it learns to name their colour and
+shape, and to score, for each phrase, its object's exact mask above the other objects'.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.phrases import COLOUR_NAMES, words
+from ..data.synthetic import Scene
+from ..masks import mask_iou_matrix
+from ..text.grounding import (
+    SHAPE_CLASSES,
+    ShapeInputs,
+    TextGrounder,
+    region_features,
+    shape_inputs,
+)
+
+
+def exact_record(scene: Scene, record: dict[str, Any], label_iou: float) -> dict[str, Any]:
+    """The scene's non-empty object masks as regions: numbers, shape inputs, colour and shape
+    labels (as phase 1 names its objects) and (objects, kept) IoUs of every object with each
+    kept mask. The model's score a mask is described with: the best score of the proposals
+    covering it by `label_iou`, or the median of the scene's where none does."""
+    masks = scene.masks
+    kept = np.flatnonzero(masks.reshape(len(masks), -1).any(1))
+    scores = record["numbers"][:, -1]
+    covering = record["iou"].float() >= label_iou  # (objects, proposals)
+    median = float(scores.median()) if len(scores) else 1.0
+    best = [
+        float(scores[covering[i]].max()) if covering[i].any() else median for i in kept.tolist()
+    ]
+    numbers, crops = region_features(scene.image, masks[kept], np.array(best, np.float32))
+    iou = mask_iou_matrix(torch.from_numpy(masks), torch.from_numpy(masks[kept]))
+    look = [words(scene.objects[i], masks[0].size) for i in kept.tolist()]
+    return {
+        "numbers": numbers,
+        "shapes": shape_inputs(crops),
+        "iou": iou.half(),
+        "colour": torch.tensor([COLOUR_NAMES.index(w.colour) for w in look]),
+        "shape": torch.tensor([SHAPE_CLASSES.index(w.shape) for w in look]),
+    }
+
+
+def exact_loss(
+    grounder: TextGrounder,
+    exact: dict[str, Any],
+    turn: tuple[int, bool],
+    embedded: torch.Tensor | None,
+    targets: torch.Tensor | None,
+    attribute_loss: Any,
+    margin: float,
+) -> torch.Tensor:
+    """The attribute loss of a scene's exact masks, plus, for its phrases (`embedded` (P, w),
+    `targets` (P,)), the cross-entropy of the exact masks covering each phrase's object (IoU
+    within `margin` of the best) against the others. The pictures turn as the proposals'
+    do (`turn`: quarter turns, flip)."""
+    device = embedded.device if embedded is not None else torch.device("cpu")
+    pictures = torch.rot90(exact["shapes"].pictures.to(device), turn[0], (2, 3))
+    if turn[1]:
+        pictures = pictures.flip(3)
+    shapes = ShapeInputs(pictures, exact["shapes"].spectra.to(device))
+    regions = grounder.describe(exact["numbers"].to(device), shapes)
+    loss = attribute_loss(
+        grounder.attributes(regions), exact["colour"].to(device), exact["shape"].to(device)
+    )
+    if embedded is not None and targets is not None:
+        iou = exact["iou"].float()[targets].to(device)  # (P, kept)
+        positive = iou >= iou.max(1, keepdim=True).values - margin
+        scores = grounder.score(embedded, regions)
+        hits = scores.masked_fill(~positive, -torch.inf).logsumexp(1)
+        loss = loss + (scores.logsumexp(1) - hits).mean()
+    return loss
