@@ -50,7 +50,14 @@ def test_exact_record_describes_every_object_and_its_loss_learns() -> None:
     losses = []
     for _ in range(30):
         loss = exact_loss(
-            grounder, exact, (1, True), grounder.text(vectors), targets, _attribute_loss, 0.03
+            grounder,
+            exact,
+            (1, True),
+            grounder.text(vectors),
+            targets,
+            _attribute_loss,
+            0.03,
+            torch.device("cpu"),
         )
         opt.zero_grad()
         loss.backward()

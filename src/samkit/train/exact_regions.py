@@ -9,6 +9,7 @@ shape, and to score, for each phrase, its object's exact mask above the other ob
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,14 +58,14 @@ def exact_loss(
     turn: tuple[int, bool],
     embedded: torch.Tensor | None,
     targets: torch.Tensor | None,
-    attribute_loss: Any,
+    attribute_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     margin: float,
+    device: torch.device,
 ) -> torch.Tensor:
     """The attribute loss of a scene's exact masks, plus, for its phrases (`embedded` (P, w),
     `targets` (P,)), the cross-entropy of the exact masks covering each phrase's object (IoU
     within `margin` of the best) against the others. The pictures turn as the proposals'
     do (`turn`: quarter turns, flip)."""
-    device = embedded.device if embedded is not None else torch.device("cpu")
     pictures = torch.rot90(exact["shapes"].pictures.to(device), turn[0], (2, 3))
     if turn[1]:
         pictures = pictures.flip(3)

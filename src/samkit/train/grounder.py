@@ -243,6 +243,7 @@ def _matching_loss(
             targets,
             lambda a, c, s: config.attribute_weight * _attribute_loss(a, c, s),
             config.positive_margin,
+            device,
         )
     return loss
 
