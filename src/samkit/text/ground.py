@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..masks import build_point_grid
 from .grounding import TextGrounder, region_features, work_size
-from .zoom import zoomed
+from .zoom import EMPTY_LOGIT, zoomed
 
 if TYPE_CHECKING:
     from ..predictor import ImageEmbedding, SamPredictor
@@ -35,7 +35,6 @@ MIN_AREA = 4  # px at the working size: smaller proposals are dropped
 DUPLICATE_IOU = 0.85  # a proposal overlapping a better one this much is dropped
 CHUNK = 64  # point prompts decoded at a time
 DEDUPE_SIDE = 128  # masks are compared at most this many px a side to drop duplicates
-EMPTY_LOGIT = -20.0  # the low-res logits of "no mask", when nothing is proposed
 RERANK = 3  # a text-alone prompt's best-scored proposals decoded again zoomed and rescored
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 ZOOM_TARGET = 40 / 128  # of the model's input side: what a zoomed mask's longest side fills
 MAX_ZOOM = 4.0
-EMPTY_LOGIT = -20.0  # the logits outside the window
+EMPTY_LOGIT = -20.0  # low-res logits of "no mask": outside a window, or nothing proposed
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,14 @@ from ..text.grounding import (
 )
 
 
+def object_classes(scene: Scene) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objects,) indices into COLOUR_NAMES and SHAPE_CLASSES of each scene object's words."""
+    look = [words(o, scene.image.shape[0] * scene.image.shape[1]) for o in scene.objects]
+    colour = torch.tensor([COLOUR_NAMES.index(w.colour) for w in look], dtype=torch.long)
+    shape = torch.tensor([SHAPE_CLASSES.index(w.shape) for w in look], dtype=torch.long)
+    return colour, shape
+
+
 def exact_record(scene: Scene, record: dict[str, Any], label_iou: float) -> dict[str, Any]:
     """The scene's non-empty object masks as regions: numbers, shape inputs, colour and shape
     labels (as phase 1 names its objects) and (objects, kept) IoUs of every object with each
@@ -42,13 +50,13 @@ def exact_record(scene: Scene, record: dict[str, Any], label_iou: float) -> dict
     ]
     numbers, crops = region_features(scene.image, masks[kept], np.array(best, np.float32))
     iou = mask_iou_matrix(torch.from_numpy(masks), torch.from_numpy(masks[kept]))
-    look = [words(scene.objects[i], masks[0].size) for i in kept.tolist()]
+    colour, shape = object_classes(scene)
     return {
         "numbers": numbers,
         "shapes": shape_inputs(crops),
         "iou": iou.half(),
-        "colour": torch.tensor([COLOUR_NAMES.index(w.colour) for w in look]),
-        "shape": torch.tensor([SHAPE_CLASSES.index(w.shape) for w in look]),
+        "colour": colour[kept],
+        "shape": shape[kept],
     }
 
 

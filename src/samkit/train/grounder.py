@@ -51,7 +51,7 @@ from ..text.grounding import (
     TextGrounder,
     shape_inputs,
 )
-from .exact_regions import exact_loss, exact_record
+from .exact_regions import exact_loss, exact_record, object_classes
 
 CHECKPOINT_STEPS = 500
 SAVE_SCENES = 100
@@ -120,9 +120,9 @@ def scene_record(
     found = propose(predictor, torch.as_tensor(resized, dtype=torch.float32))
     assert found.masks is not None  # at the working size, which is the scene's
     iou = mask_iou_matrix(torch.from_numpy(targets), found.masks)  # (objects, K)
-    look = [words(o, size * size) for o in scene.objects]
-    colour = torch.tensor([COLOUR_NAMES.index(w.colour) for w in look] + [N_COLOURS])
-    shape = torch.tensor([SHAPE_CLASSES.index(w.shape) for w in look] + [len(SHAPE_CLASSES)])
+    classes = object_classes(scene)
+    colour = torch.cat([classes[0], torch.tensor([N_COLOURS])])
+    shape = torch.cat([classes[1], torch.tensor([len(SHAPE_CLASSES)])])
     # the object each proposal covers; -1 (the classes' last entry, "none") for no object
     best = iou.argmax(0) if len(iou) else torch.full((len(found.masks),), -1)
     if len(iou):
