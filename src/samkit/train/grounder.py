@@ -81,7 +81,7 @@ class GrounderConfig:
     min_target_iou: float = 0.5  # phrases whose object no proposal covers this well are skipped
     label_iou: float = 0.6  # a proposal covering an object this well is named as that object
     # the losses on each scene's exact object masks (`exact_regions`) beside the proposals':
-    # +0.019 text alone over seeds 3-6 at 1.0, but ~45% more phase 2 time (docs/training.md)
+    # ~45% more phase 2 time; the shipped config's 1.0 lifted the text alone (docs/training.md)
     exact_weight: float = 0.0
     width: int = 128
     seed: int = 0
