@@ -39,8 +39,8 @@ train-default: $(STAMP)
 	$(BIN)/samkit eval --model samkit_default --precision fp32 --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 # Train samkit_text's text grounder on samkit_default's proposals (configs/text_grounder.json;
-# about half an hour on one core, resumed when run again), ship it into the package and
-# measure text prompts on held-out scenes (docs/training.md, The text stage).
+# about 40 minutes on one core, resumed when run again), ship it into the package and
+# measure text prompts on held-out scenes (docs/training.md, "Text prompts").
 train-text: $(STAMP)
 	$(BIN)/python -m samkit.train.grounder --config configs/text_grounder.json \
 		--out runs/text_grounder --threads 1
