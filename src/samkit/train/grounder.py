@@ -257,10 +257,15 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
     grounder = TextGrounder(get_text_encoder(config.text_encoder).dim, config.width)
     model.text_grounder = grounder  # so that the predictor keeps the pixels it describes
     records = make_proposals(config, out, SamPredictor(model), log)
-    labels = [
-        phrase_labels(config, index, make_scene(config.scene_seed, index, config.scene_size))
-        for index in range(len(records))
-    ]
+    # each scene made once (~8 ms) for its phrases and, when trained on, its exact masks
+    labels: list[list[tuple[str, int, int, int]]] = []
+    exact: list[dict[str, Any] | None] = []
+    for index, record in enumerate(records):
+        scene = make_scene(config.scene_seed, index, config.scene_size)
+        labels.append(phrase_labels(config, index, scene))
+        exact.append(
+            exact_record(scene, record, config.label_iou) if config.exact_weight > 0 else None
+        )
     texts = sorted({text for scene in labels for text, _, _, _ in scene})
     vectors = dict(zip(texts, encode_cached(config.text_encoder, texts), strict=True))
     phrases = [
@@ -274,12 +279,6 @@ def train_grounder(config: GrounderConfig, out: Path, device: torch.device, log:
         for scene in labels
     ]
     shapes = [shape_inputs(r["crops"].float()) for r in records]  # once, not at every step
-    exact = [
-        exact_record(make_scene(config.scene_seed, i, config.scene_size), r, config.label_iou)
-        if config.exact_weight > 0
-        else None
-        for i, r in enumerate(records)
-    ]
     numbers = torch.cat([r["numbers"] for r in records])
     grounder.feature_mean.copy_(numbers.mean(0))
     grounder.feature_std.copy_(numbers.std(0).clamp(min=1e-6))
