@@ -39,7 +39,7 @@ train-default: $(STAMP)
 	$(BIN)/samkit eval --model samkit_default --precision fp32 --synthetic 3 --n 50 --clicks 1,2,3,5,9 --out docs/eval
 
 # Train samkit_text's text grounder on samkit_default's proposals (configs/text_grounder.json;
-# about 40 minutes on one core, resumed when run again), ship it into the package and
+# about 37 CPU-minutes on one core, resumed when run again), ship it into the package and
 # measure text prompts on held-out scenes (docs/training.md, "Text prompts").
 train-text: $(STAMP)
 	$(BIN)/python -m samkit.train.grounder --config configs/text_grounder.json \
