@@ -52,13 +52,18 @@ def exact_record(scene: Scene, record: dict[str, Any], label_iou: float) -> dict
     best = [
         float(scores[covering[i]].max()) if covering[i].any() else median for i in kept.tolist()
     ]
-    numbers, crops = region_features(scene.image, masks[kept], np.array(best, np.float32))
     iou = mask_iou_matrix(torch.from_numpy(masks), torch.from_numpy(masks[kept]))
+    return {**_described(scene, kept, np.array(best, np.float32)), "iou": iou.half()}
+
+
+def _described(scene: Scene, kept: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """The scene's object masks `kept` described with the model's `scores`: numbers, shape
+    inputs and colour and shape labels."""
+    numbers, crops = region_features(scene.image, scene.masks[kept], scores)
     colour, shape = object_classes(scene)
     return {
         "numbers": numbers,
         "shapes": shape_inputs(crops),
-        "iou": iou.half(),
         "colour": colour[kept],
         "shape": shape[kept],
     }
@@ -78,7 +83,7 @@ def exact_loss(
     `targets` (P,)), the cross-entropy of the exact masks covering each phrase's object (IoU
     within `margin` of the best) against the others. The pictures turn as the proposals'
     do (`turn`: quarter turns, flip)."""
-    pictures = torch.rot90(exact["shapes"].pictures.to(device), turn[0], (2, 3))
+    pictures = torch.rot90(exact["shapes"].pictures.to(device).float(), turn[0], (2, 3))
     if turn[1]:
         pictures = pictures.flip(3)
     shapes = ShapeInputs(pictures, exact["shapes"].spectra.to(device))
@@ -107,19 +112,9 @@ def pretrain_data(config: GrounderConfig, score: float, log: Any) -> list[dict[s
         kept = np.flatnonzero(scene.masks.reshape(len(scene.masks), -1).any(1))
         if not len(kept):
             continue
-        numbers, crops = region_features(
-            scene.image, scene.masks[kept], np.full(len(kept), score, np.float32)
-        )
-        shapes = shape_inputs(crops)
-        colour, shape = object_classes(scene)
-        data.append(
-            {
-                "numbers": numbers,
-                "shapes": ShapeInputs(shapes.pictures.half(), shapes.spectra),
-                "colour": colour[kept],
-                "shape": shape[kept],
-            }
-        )
+        described = _described(scene, kept, np.full(len(kept), score, np.float32))
+        shapes = described["shapes"]
+        data.append({**described, "shapes": ShapeInputs(shapes.pictures.half(), shapes.spectra)})
     log({"pretrain_scenes": len(data), "s": round(time.monotonic() - start)})
     return data
 
@@ -136,15 +131,6 @@ def pretrain_loss(
     pictures turned by a random quarter and flipped, averaged over the scenes."""
     loss = torch.zeros((), device=device)
     for index in rng.integers(0, len(data), config.scenes_per_step):
-        scene = data[index]
-        pictures = torch.rot90(
-            scene["shapes"].pictures.to(device).float(), int(rng.integers(4)), (2, 3)
-        )
-        if rng.random() < 0.5:
-            pictures = pictures.flip(3)
-        shapes = ShapeInputs(pictures, scene["shapes"].spectra.to(device))
-        regions = grounder.describe(scene["numbers"].to(device), shapes)
-        loss = loss + attribute_loss(
-            grounder.attributes(regions), scene["colour"].to(device), scene["shape"].to(device)
-        )
+        turn = (int(rng.integers(4)), bool(rng.random() < 0.5))
+        loss = loss + exact_loss(grounder, data[index], turn, None, None, attribute_loss, 0, device)
     return loss / config.scenes_per_step
